@@ -1,0 +1,15 @@
+# Turns every rules/*.json into a C++ table so that the binary carries its
+# built-in families without reading files at run time.
+file(GLOB files ${RULES_DIR}/*.json)
+list(SORT files)
+set(body "// Generated from rules/*.json by cmake/embed_rules.cmake. Do not edit.\n")
+string(APPEND body "#include \"rules/builtin_rules.h\"\n\nnamespace moepack::internal {\n\n")
+string(APPEND body "const std::vector<EmbeddedRuleFile>& EmbeddedRuleFiles() {\n  static const std::vector<EmbeddedRuleFile> files = {\n")
+foreach(f ${files})
+  get_filename_component(name ${f} NAME_WE)
+  file(READ ${f} content HEX)
+  string(REGEX REPLACE "([0-9a-f][0-9a-f])" "'\\\\x\\1'," content "${content}")
+  string(APPEND body "    {\"${name}\", std::string({${content}})},\n")
+endforeach()
+string(APPEND body "  };\n  return files;\n}\n\n}  // namespace moepack::internal\n")
+file(WRITE ${OUT} "${body}")

@@ -1,0 +1,172 @@
+#include "moepack/checkpoint.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <map>
+#include <set>
+
+#include "util/file.h"
+#include "util/json.h"
+
+namespace moepack {
+namespace fs = std::filesystem;
+namespace {
+
+bool EndsWith(std::string_view s, std::string_view suffix) {
+  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
+}
+
+Result<std::map<std::string, std::string>> ReadIndex(const std::string& path) {
+  MOEPACK_ASSIGN_OR_RETURN(std::string text, internal::ReadSmallFile(path, 1ull << 30));
+  MOEPACK_ASSIGN_OR_RETURN(nlohmann::json j, internal::ParseJsonStrict(text, path));
+  if (!j.is_object()) return Status::Corrupt(path + ": not a JSON object");
+  if (!j.contains("weight_map")) return Status::Corrupt(path + ": no weight_map");
+  const auto& wm = j["weight_map"];
+  if (!wm.is_object()) return Status::Corrupt(path + ": weight_map is not an object");
+  if (j.contains("metadata") && !j["metadata"].is_object() && !j["metadata"].is_null()) {
+    return Status::Corrupt(path + ": metadata is not an object");
+  }
+  std::map<std::string, std::string> out;
+  for (auto it = wm.begin(); it != wm.end(); ++it) {
+    if (!it->is_string()) return Status::Corrupt(path + ": weight_map entry '" + it.key() + "' is not a string");
+    const std::string& file = it->get_ref<const std::string&>();
+    if (file.empty() || file.find('/') != std::string::npos || file == "." || file == "..") {
+      return Status::Corrupt(path + ": weight_map entry '" + it.key() + "' names an invalid file '" + file + "'");
+    }
+    out[it.key()] = file;
+  }
+  return out;
+}
+
+}  // namespace
+
+bool IsTemporaryName(std::string_view filename) { return filename.find(".moepack-tmp") != std::string_view::npos; }
+
+const TensorLocation* Checkpoint::Find(std::string_view name) const {
+  auto it = by_name_.find(std::string(name));
+  return it == by_name_.end() ? nullptr : &it->second;
+}
+
+uint64_t Checkpoint::total_bytes() const {
+  uint64_t n = 0;
+  for (const auto& s : shards_) n += s.header.data_size();
+  return n;
+}
+
+Status Checkpoint::Index() {
+  for (uint32_t i = 0; i < shards_.size(); ++i) {
+    for (const TensorInfo& t : shards_[i].header.tensors()) {
+      auto [it, inserted] = by_name_.emplace(t.name, TensorLocation{i, &t});
+      if (!inserted) {
+        return Status::Corrupt("tensor '" + t.name + "' is in two shards: " + shards_[it->second.shard].filename +
+                               " and " + shards_[i].filename);
+      }
+      names_.push_back(t.name);
+    }
+  }
+  return Status::OK();
+}
+
+Result<Checkpoint> Checkpoint::Open(const std::string& path) {
+  std::error_code ec;
+  fs::path p(path);
+  auto st = fs::status(p, ec);
+  if (ec || !fs::exists(st)) return Status::NotFound(path + ": no such file or directory");
+  Checkpoint c;
+  std::string index_path;
+  if (fs::is_directory(st)) {
+    c.dir_ = p.string();
+    if (fs::exists(p / kIndexFile)) index_path = (p / kIndexFile).string();
+  } else if (EndsWith(p.filename().string(), ".index.json")) {
+    c.dir_ = p.parent_path().empty() ? "." : p.parent_path().string();
+    index_path = p.string();
+  } else if (EndsWith(p.filename().string(), ".safetensors")) {
+    // A lone file: no config, no aux files.
+    MOEPACK_ASSIGN_OR_RETURN(Header h, ReadHeader(p.string()));
+    c.dir_ = p.parent_path().empty() ? "." : p.parent_path().string();
+    c.shards_.push_back(Shard{p.filename().string(), p.string(), std::move(h)});
+    MOEPACK_RETURN_IF_ERROR(c.Index());
+    return c;
+  } else {
+    return Status::InvalidArgument(path + ": not a model directory, an index file or a .safetensors file");
+  }
+
+  const fs::path dir(c.dir_);
+  if (fs::exists(dir / "config.json")) {
+    std::string cfg_path = (dir / "config.json").string();
+    MOEPACK_ASSIGN_OR_RETURN(std::string text, internal::ReadSmallFile(cfg_path, 64u << 20));
+    MOEPACK_ASSIGN_OR_RETURN(ModelConfig cfg, ModelConfig::Parse(text, cfg_path));
+    c.config_ = std::move(cfg);
+  }
+
+  // Every top-level .safetensors file must belong to the checkpoint.
+  std::set<std::string> present;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    std::string name = e.path().filename().string();
+    if (e.is_regular_file() && EndsWith(name, ".safetensors") && !IsTemporaryName(name)) present.insert(name);
+  }
+  if (ec) return Status::IOError(c.dir_ + ": cannot list directory (" + ec.message() + ")");
+
+  std::map<std::string, std::string> weight_map;
+  if (!index_path.empty()) {
+    c.has_index_ = true;
+    MOEPACK_ASSIGN_OR_RETURN(weight_map, ReadIndex(index_path));
+    std::set<std::string> files;
+    for (const auto& [_, f] : weight_map) files.insert(f);
+    for (const auto& f : files) {
+      if (!present.count(f)) return Status::Corrupt(index_path + ": names missing shard '" + f + "'");
+    }
+    for (const auto& f : present) {
+      if (!files.count(f)) return Status::Corrupt(c.dir_ + ": shard '" + f + "' is not listed in " + kIndexFile);
+    }
+    for (const auto& f : files) {
+      MOEPACK_ASSIGN_OR_RETURN(Header h, ReadHeader((dir / f).string()));
+      c.shards_.push_back(Shard{f, (dir / f).string(), std::move(h)});
+    }
+  } else {
+    if (present.empty()) return Status::NotFound(c.dir_ + ": no model.safetensors and no " + kIndexFile);
+    if (!present.count(kSingleFile) || present.size() > 1) {
+      return Status::Corrupt(c.dir_ + ": " + std::to_string(present.size()) +
+                             " .safetensors files but no model.safetensors.index.json to tie them together");
+    }
+    MOEPACK_ASSIGN_OR_RETURN(Header h, ReadHeader((dir / kSingleFile).string()));
+    c.shards_.push_back(Shard{kSingleFile, (dir / kSingleFile).string(), std::move(h)});
+  }
+  MOEPACK_RETURN_IF_ERROR(c.Index());
+
+  if (c.has_index_) {
+    for (const auto& [name, file] : weight_map) {
+      const TensorLocation* loc = c.Find(name);
+      if (!loc) return Status::Corrupt(index_path + ": tensor '" + name + "' is listed in " + file + " but absent");
+      if (c.shards_[loc->shard].filename != file) {
+        return Status::Corrupt(index_path + ": tensor '" + name + "' is listed in " + file + " but stored in " +
+                               c.shards_[loc->shard].filename);
+      }
+    }
+    for (const auto& name : c.names_) {
+      if (!weight_map.count(name)) {
+        return Status::Corrupt(index_path + ": tensor '" + name + "' in " +
+                               c.shards_[c.by_name_[name].shard].filename + " is not listed");
+      }
+    }
+  }
+
+  // Everything else is carried over as is.
+  std::set<std::string> weight_files(present.begin(), present.end());
+  for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::recursive_directory_iterator();
+       it.increment(ec)) {
+    std::string rel = fs::relative(it->path(), dir).string();
+    if (IsTemporaryName(rel)) {
+      if (it->is_directory()) it.disable_recursion_pending();
+      continue;
+    }
+    if (!it->is_regular_file()) continue;
+    if (it.depth() == 0 && (weight_files.count(rel) || rel == kIndexFile)) continue;
+    c.aux_files_.push_back(rel);
+  }
+  if (ec) return Status::IOError(c.dir_ + ": cannot list directory (" + ec.message() + ")");
+  std::sort(c.aux_files_.begin(), c.aux_files_.end());
+  return c;
+}
+
+}  // namespace moepack

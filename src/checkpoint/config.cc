@@ -1,0 +1,91 @@
+#include "moepack/config.h"
+
+#include "util/json.h"
+
+namespace moepack {
+namespace {
+
+using nlohmann::json;
+
+void Flatten(const json& j, const std::string& prefix, std::map<std::string, int64_t>& ints,
+             std::map<std::string, std::string>& strings, std::map<std::string, bool>& present, int depth) {
+  if (depth > 8) return;  // configs nest two or three levels; deeper data is irrelevant
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    std::string key = prefix.empty() ? it.key() : prefix + "." + it.key();
+    present[key] = true;
+    if (it->is_number_integer()) ints[key] = it->get<int64_t>();
+    else if (it->is_string()) strings[key] = it->get<std::string>();
+    else if (it->is_object()) Flatten(*it, key, ints, strings, present, depth + 1);
+  }
+}
+
+const std::vector<std::string> kNestedPrefixes = {"", "text_config.", "thinker_config.text_config.",
+                                                  "thinker_config.", "language_config."};
+
+}  // namespace
+
+Result<ModelConfig> ModelConfig::Parse(const std::string& text, const std::string& what) {
+  MOEPACK_ASSIGN_OR_RETURN(json j, internal::ParseJsonStrict(text, what));
+  if (!j.is_object()) return Status::Corrupt(what + ": not a JSON object");
+  ModelConfig c;
+  c.text_ = text;
+  Flatten(j, "", c.ints_, c.strings_, c.present_, 0);
+  if (j.contains("model_type") && !j["model_type"].is_string()) {
+    return Status::Corrupt(what + ": model_type is a " + internal::JsonTypeName(j["model_type"]) + ", not a string");
+  }
+  for (const auto& p : kNestedPrefixes) {
+    if (auto s = c.String(p + "model_type")) {
+      c.model_type_ = *s;
+      break;
+    }
+  }
+  if (j.contains("architectures")) {
+    if (!j["architectures"].is_array()) return Status::Corrupt(what + ": architectures is not an array");
+    for (const auto& a : j["architectures"]) {
+      if (!a.is_string()) return Status::Corrupt(what + ": architectures holds a non-string");
+      c.architectures_.push_back(a.get<std::string>());
+    }
+  }
+  for (const char* k : {"num_experts", "n_routed_experts", "num_local_experts"}) {
+    for (const auto& p : kNestedPrefixes) {
+      std::string key = p + k;
+      if (c.present_.count(key) && !c.ints_.count(key)) {
+        return Status::Corrupt(what + ": " + key + " is not an integer");
+      }
+      if (auto v = c.Int(key); v && *v <= 0) return Status::Corrupt(what + ": " + key + " must be positive");
+    }
+  }
+  return c;
+}
+
+std::optional<int64_t> ModelConfig::Int(const std::string& path) const {
+  auto it = ints_.find(path);
+  if (it == ints_.end()) return std::nullopt;
+  return it->second;
+}
+
+std::optional<std::string> ModelConfig::String(const std::string& path) const {
+  auto it = strings_.find(path);
+  if (it == strings_.end()) return std::nullopt;
+  return it->second;
+}
+
+bool ModelConfig::Has(const std::string& path) const { return present_.count(path) > 0; }
+
+std::optional<int64_t> ModelConfig::FirstInt(const std::vector<std::string>& keys) const {
+  for (const auto& p : kNestedPrefixes) {
+    for (const auto& k : keys) {
+      if (auto v = Int(p + k)) return v;
+    }
+  }
+  return std::nullopt;
+}
+
+std::optional<int64_t> ModelConfig::num_experts() const {
+  return FirstInt({"num_experts", "n_routed_experts", "num_local_experts"});
+}
+std::optional<int64_t> ModelConfig::moe_intermediate_size() const { return FirstInt({"moe_intermediate_size"}); }
+std::optional<int64_t> ModelConfig::hidden_size() const { return FirstInt({"hidden_size"}); }
+std::optional<int64_t> ModelConfig::first_k_dense_replace() const { return FirstInt({"first_k_dense_replace"}); }
+
+}  // namespace moepack

@@ -1,0 +1,10 @@
+#include "command.h"
+
+namespace moepack::cli {
+
+Action DefineSynth(CLI::App& sub) {
+  (void)sub;
+  return [] { return Fail(Status::InvalidArgument("synth: not implemented yet")); };
+}
+
+}  // namespace moepack::cli
