@@ -1,10 +1,66 @@
+#include <iostream>
+
 #include "command.h"
+#include "moepack/convert.h"
+#include "progress.h"
 
 namespace moepack::cli {
 
 Action DefineConvert(CLI::App& sub) {
-  (void)sub;
-  return [] { return Fail(Status::InvalidArgument("convert: not implemented yet")); };
+  struct Flags {
+    std::string src, dst, to = "fused", model_type, rules, max_shard = "5GB", source_layout;
+    int threads = 0;
+    bool dry_run = false, json = false, force = false;
+  };
+  auto f = std::make_shared<Flags>();
+  sub.add_option("SRC", f->src, "Source model directory")->required();
+  sub.add_option("DST", f->dst, "Destination directory (created; must not exist unless --force)");
+  sub.add_option("--to", f->to, "Target layout")->check(CLI::IsMember({"fused", "per-expert"}));
+  sub.add_option("--model-type", f->model_type, "Family rules to use instead of config.json's model_type");
+  sub.add_option("--rules", f->rules, "A rule file (JSON) instead of a built-in family");
+  sub.add_option("--max-shard-size", f->max_shard, "Largest output shard, e.g. 5GB, 500MB (decimal units)");
+  sub.add_option("--source-layout", f->source_layout, "Layout of fused tensors whose shape is ambiguous")
+      ->check(CLI::IsMember({"hf", "v5"}));
+  sub.add_option("--threads", f->threads, "Worker threads (default: one per core)")->check(CLI::Range(0, 64));
+  sub.add_flag("--dry-run", f->dry_run, "Plan and validate only; write nothing");
+  sub.add_flag("--json", f->json, "Print the plan summary as JSON");
+  sub.add_flag("--force", f->force, "Replace an existing DST (atomically)");
+  return [f] {
+    if (f->dst.empty() && !f->dry_run) {
+      std::cerr << "moepack: error: convert: DST is required (unless --dry-run)\n";
+      return kExitUsage;
+    }
+    auto size = ParseSize(f->max_shard);
+    if (!size.ok()) {
+      std::cerr << "moepack: error: --max-shard-size: " << size.status().message() << "\n";
+      return kExitUsage;
+    }
+    ConvertOptions o;
+    o.direction = f->to == "fused" ? Direction::kToFused : Direction::kToPerExpert;
+    o.model_type = f->model_type;
+    o.rules_file = f->rules;
+    o.max_shard_size = *size;
+    o.source_layout = f->source_layout.empty() ? SourceLayout::kUnspecified
+                      : f->source_layout == "hf" ? SourceLayout::kHub
+                                                 : SourceLayout::kV5;
+    o.threads = f->threads;
+    o.force = f->force;
+    o.dry_run = f->dry_run;
+    ProgressBar bar(StdoutIsTerminal() && !f->json);
+    o.progress = bar.Callback();
+    auto r = Convert(f->src, f->dst, o);
+    bar.Finish();
+    if (!r.ok()) return Fail(r.status());
+    for (const auto& s : r->report.removed_stale) std::cerr << "moepack: removed leftover of a killed run: " << s << "\n";
+    if (f->json) {
+      std::cout << PlanToJson(r->plan, f->dry_run) << "\n";
+    } else {
+      std::cout << PlanToText(r->plan);
+      if (!f->dry_run) std::cout << "wrote " << f->dst << "\n";
+      else std::cout << "dry run: nothing written\n";
+    }
+    return kExitOk;
+  };
 }
 
 }  // namespace moepack::cli

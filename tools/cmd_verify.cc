@@ -1,10 +1,48 @@
+#include <iostream>
+
+#include <nlohmann/json.hpp>
+
 #include "command.h"
+#include "moepack/verify.h"
 
 namespace moepack::cli {
 
 Action DefineVerify(CLI::App& sub) {
-  (void)sub;
-  return [] { return Fail(Status::InvalidArgument("verify: not implemented yet")); };
+  struct Flags {
+    std::string src, dst, model_type, rules, source_layout;
+    int threads = 0;
+    bool json = false;
+  };
+  auto f = std::make_shared<Flags>();
+  sub.add_option("SRC", f->src, "The original checkpoint")->required();
+  sub.add_option("DST", f->dst, "The converted checkpoint")->required();
+  sub.add_option("--model-type", f->model_type, "Family rules to use instead of config.json's model_type");
+  sub.add_option("--rules", f->rules, "A rule file (JSON) instead of a built-in family");
+  sub.add_option("--source-layout", f->source_layout, "Layout of SRC's ambiguous fused tensors")
+      ->check(CLI::IsMember({"hf", "v5"}));
+  sub.add_option("--threads", f->threads, "Hashing threads (default: one per core)")->check(CLI::Range(0, 64));
+  sub.add_flag("--json", f->json, "Print the result as JSON");
+  return [f] {
+    VerifyOptions o;
+    o.model_type = f->model_type;
+    o.rules_file = f->rules;
+    o.threads = f->threads;
+    o.source_layout = f->source_layout.empty() ? SourceLayout::kUnspecified
+                      : f->source_layout == "hf" ? SourceLayout::kHub
+                                                 : SourceLayout::kV5;
+    auto r = Verify(f->src, f->dst, o);
+    if (!r.ok()) return Fail(r.status());
+    if (f->json) {
+      nlohmann::json j = {{"ok", r->ok}, {"to", r->to}, {"tensors", r->tensors}, {"pieces", r->pieces},
+                          {"bytes_hashed", r->bytes_hashed}, {"problem", r->problem}};
+      std::cout << j.dump(2) << "\n";
+    } else if (r->ok) {
+      std::cout << "verified: " << f->dst << " is " << f->src << " converted to " << r->to << " (" << r->tensors
+                << " tensors, " << r->pieces << " pieces, " << r->bytes_hashed << " bytes hashed)\n";
+    }
+    if (!r->ok) return Fail(Status::Mismatch("verify: " + r->problem));
+    return kExitOk;
+  };
 }
 
 }  // namespace moepack::cli

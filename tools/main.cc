@@ -1,3 +1,4 @@
+#include <csignal>
 #include <iostream>
 #include <vector>
 
@@ -18,6 +19,9 @@ const Command kCommands[] = {
 
 int main(int argc, char** argv) {
   using namespace moepack::cli;
+  // Past RLIMIT_FSIZE a write must fail with EFBIG (and be reported), not
+  // kill the process before it can clean up.
+  std::signal(SIGXFSZ, SIG_IGN);
   CLI::App app{"moepack: convert Mixture-of-Experts checkpoints between per-expert and fused layouts"};
   app.name("moepack");
   app.require_subcommand(1);

@@ -1,0 +1,40 @@
+// One call from a source directory to a converted destination: choose the
+// rules (given, from a rule file, or detected from config.json), plan, and
+// execute. The CLI and the Python module both call this.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "moepack/executor.h"
+#include "moepack/plan.h"
+#include "moepack/rules.h"
+#include "moepack/status.h"
+
+namespace moepack {
+
+struct ConvertOptions {
+  Direction direction = Direction::kToFused;
+  std::string model_type;  // overrides config.json
+  std::string rules_file;  // a user's rule file instead of a built-in family
+  uint64_t max_shard_size = 5'000'000'000;
+  SourceLayout source_layout = SourceLayout::kUnspecified;
+  int threads = 0;
+  bool force = false;
+  bool dry_run = false;
+  std::function<void(uint64_t done, uint64_t total)> progress;
+};
+
+struct ConvertResult {
+  Plan plan;
+  ExecuteReport report;  // empty for a dry run
+};
+
+// The rules that apply to `src` under `options` (rule file, model type, or
+// detection from config.json, in that order).
+Result<RuleSet> ChooseRules(const Checkpoint& src, const std::string& model_type, const std::string& rules_file);
+
+Result<ConvertResult> Convert(const std::string& src, const std::string& dst, const ConvertOptions& options);
+
+}  // namespace moepack

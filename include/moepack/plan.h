@@ -1,0 +1,91 @@
+// The planner reads headers only and decides, before a byte is written,
+// every output tensor (name, dtype, shape), the byte ranges that make it and
+// the output shards. Everything that can be wrong with a checkpoint is
+// found here: missing, duplicate or out-of-range experts, shapes or dtypes
+// that differ between experts, a gate without its up, a weight without its
+// scale, names that two rules would produce.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "moepack/checkpoint.h"
+#include "moepack/rules.h"
+#include "moepack/safetensors.h"
+#include "moepack/status.h"
+
+namespace moepack {
+
+// source bytes [src_offset, src_offset + length) of file src_file ->
+// output tensor bytes [dst_offset, dst_offset + length).
+struct CopyRange {
+  uint32_t src_file = 0;
+  uint64_t src_offset = 0;  // absolute offset in the source file
+  uint64_t length = 0;
+  uint64_t dst_offset = 0;  // relative to the output tensor's first byte
+};
+
+// Reads a row-major [rows, cols] matrix at src_offset and writes its
+// transpose [cols, rows] at dst_offset.
+struct TransposeBlock {
+  uint32_t src_file = 0;
+  uint64_t src_offset = 0;
+  uint64_t rows = 0;
+  uint64_t cols = 0;
+  uint32_t elem_bytes = 0;
+  uint64_t dst_offset = 0;
+};
+
+enum class TensorOp { kCopy, kFuse, kSplit, kTranspose };
+
+struct PlannedTensor {
+  std::string name;
+  DType dtype = DType::U8;
+  std::vector<uint64_t> shape;
+  uint64_t nbytes = 0;
+  TensorOp op = TensorOp::kCopy;
+  std::string rule;  // the rule that produced it, empty for kCopy
+  std::vector<CopyRange> copies;
+  std::vector<TransposeBlock> transposes;
+};
+
+struct PlannedShard {
+  std::string filename;
+  std::vector<uint32_t> tensors;  // indices into Plan::tensors
+  FileLayout layout;              // header bytes and offsets (reference order)
+};
+
+// Which layout a fused-but-ambiguous source is in: the Hub's or v5's.
+enum class SourceLayout { kUnspecified, kHub, kV5 };
+
+struct PlanOptions {
+  Direction direction = Direction::kToFused;
+  uint64_t max_shard_size = 5'000'000'000;  // decimal units, as the Hub
+  SourceLayout source_layout = SourceLayout::kUnspecified;
+};
+
+struct Plan {
+  std::string family;
+  Direction direction = Direction::kToFused;
+  std::string src_dir;
+  std::vector<std::string> src_files;  // indexed by CopyRange::src_file
+  std::vector<PlannedTensor> tensors;  // in output order
+  std::vector<PlannedShard> shards;
+  std::vector<std::string> aux_files;  // relative to src_dir, copied as is
+  std::string index_json;              // empty when one model.safetensors suffices
+  uint64_t total_bytes = 0;            // tensor bytes
+  uint64_t source_tensors = 0;
+};
+
+Result<Plan> MakePlan(const Checkpoint& src, const RuleSet& rules, const PlanOptions& options);
+
+// Machine-readable summary (what --dry-run --json prints).
+std::string PlanToJson(const Plan& plan, bool with_tensors);
+std::string PlanToText(const Plan& plan);
+
+// Orders names as people read them: "layers.2" before "layers.10".
+bool NaturalLess(const std::string& a, const std::string& b);
+
+}  // namespace moepack

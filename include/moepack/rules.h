@@ -1,0 +1,132 @@
+// Conversion rules are data. A rule set names the model family it serves and
+// lists, in order:
+//   renames     regex rewrites applied to every tensor name (each with its
+//               exact reverse),
+//   fusions     per-expert sources ("{prefix}...{expert}...") stacked over
+//               experts on dim 0 and concatenated along concat_dim into one
+//               target ("{prefix}..."), optionally transposing the last two
+//               dims of each source,
+//   transposes  already-fused tensors whose last two dims are swapped between
+//               the Hub layout and the v5 layout.
+// Every op has an exact inverse, so the same rules convert in both
+// directions. See docs/rules.md for the file format.
+//
+// Thread safety: a RuleSet is immutable after Parse; share it freely.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "moepack/config.h"
+#include "moepack/status.h"
+
+namespace moepack {
+
+struct RenameRule {
+  std::string name;
+  std::string pattern;      // RE2 syntax, replaced everywhere it matches
+  std::string replacement;  // \1..\9 refer to groups
+  std::string reverse_pattern;
+  std::string reverse_replacement;
+};
+
+struct FusionRule {
+  std::string name;
+  std::string target;                // e.g. "{prefix}mlp.experts.gate_up_proj"
+  std::vector<std::string> sources;  // e.g. "{prefix}mlp.experts.{expert}.gate_proj.weight"
+  int concat_dim = 1;                // dim of the fused tensor along which sources join
+  bool transpose = false;            // swap the last two dims of each source first
+  std::string scale_of;              // this fusion holds the block scales of that fusion
+};
+
+struct TransposeRule {
+  std::string name;
+  std::string pattern;                 // e.g. "{prefix}mlp.experts.gate_up_proj"
+  std::vector<std::string> hub_shape;  // e.g. ["E", "H", "2*I"]
+  std::vector<std::string> v5_shape;   // e.g. ["E", "2*I", "H"]
+};
+
+struct ExpertGroup {
+  std::string prefix;                   // names starting with this
+  std::vector<std::string> num_experts;  // config paths, first found wins
+};
+
+struct DimSymbol {
+  std::string symbol;               // "H", "I"
+  std::vector<std::string> config;  // config paths, first found wins
+};
+
+enum class Direction { kToFused, kToPerExpert };
+
+class RuleSet {
+ public:
+  // `what` names the file in errors. Unknown keys, unknown ops and
+  // inconsistent rules are refused with the JSON path of the rule.
+  static Result<RuleSet> Parse(std::string_view json_text, const std::string& what);
+
+  const std::string& family() const { return family_; }
+  const std::vector<std::string>& model_types() const { return model_types_; }
+  const std::vector<std::string>& architectures() const { return architectures_; }
+  const std::vector<RenameRule>& renames() const { return renames_; }
+  const std::vector<FusionRule>& fusions() const { return fusions_; }
+  const std::vector<TransposeRule>& transposes() const { return transposes_; }
+
+  // Renames in rule order (to fused) or their reverses in reverse order.
+  std::string Rename(std::string_view name, Direction d) const;
+
+  struct SourceMatch {
+    int fusion = -1;
+    int source = -1;
+    std::string prefix;
+    int64_t expert = -1;
+  };
+  // Matches a per-expert name (after renames) against every fusion source.
+  std::optional<SourceMatch> MatchSource(std::string_view name) const;
+  struct TargetMatch {
+    int fusion = -1;
+    std::string prefix;
+  };
+  // Matches a fused name against every fusion target.
+  std::optional<TargetMatch> MatchTarget(std::string_view name) const;
+  struct TransposeMatch {
+    int rule = -1;
+    std::string prefix;
+  };
+  std::optional<TransposeMatch> MatchTranspose(std::string_view name) const;
+
+  std::string SourceName(int fusion, int source, std::string_view prefix, int64_t expert) const;
+  std::string TargetName(int fusion, std::string_view prefix) const;
+
+  // Expert count for the names under `prefix`, from the config.
+  Result<int64_t> NumExperts(const ModelConfig& config, std::string_view prefix) const;
+  // Evaluates a transpose shape (["E","H","2*I"]) with E given.
+  Result<std::vector<uint64_t>> EvalShape(const ModelConfig& config, const std::vector<std::string>& shape,
+                                          int64_t num_experts) const;
+
+ private:
+  struct Compiled;
+  std::string family_;
+  std::vector<std::string> model_types_;
+  std::vector<std::string> architectures_;
+  std::vector<std::string> num_experts_;
+  std::vector<ExpertGroup> groups_;
+  std::vector<DimSymbol> dims_;
+  std::vector<RenameRule> renames_;
+  std::vector<FusionRule> fusions_;
+  std::vector<TransposeRule> transposes_;
+  std::shared_ptr<const Compiled> compiled_;
+};
+
+Result<RuleSet> LoadRuleFile(const std::string& path);
+// The families compiled into the binary.
+std::vector<std::string> BuiltinFamilies();
+Result<RuleSet> BuiltinRules(const std::string& family);
+// Picks the built-in family from config.json (model_type, architectures,
+// nested configs). The error lists the known families.
+Result<RuleSet> RulesForConfig(const ModelConfig& config);
+
+}  // namespace moepack

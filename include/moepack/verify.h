@@ -1,0 +1,36 @@
+// Proves that DST is SRC under the conversion, independently of the
+// planner's byte ranges: both checkpoints are cut into canonical pieces (one
+// per expert and projection, one per other tensor), each hashed with
+// XXH3-128 from its own file, and the two sets must match exactly. The
+// planner is asked only which tensor names, dtypes and shapes DST must have.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "moepack/plan.h"
+#include "moepack/status.h"
+
+namespace moepack {
+
+struct VerifyOptions {
+  std::string model_type;
+  std::string rules_file;
+  SourceLayout source_layout = SourceLayout::kUnspecified;
+  int threads = 0;
+};
+
+struct VerifyReport {
+  bool ok = false;
+  std::string to;              // "fused" or "per-expert": what DST is
+  uint64_t tensors = 0;        // DST tensors checked
+  uint64_t pieces = 0;         // expert slices and whole tensors compared
+  uint64_t bytes_hashed = 0;   // both sides
+  std::string problem;         // the first difference, when !ok
+};
+
+// A failed comparison is a report with ok == false; a Status error means the
+// inputs could not be read at all.
+Result<VerifyReport> Verify(const std::string& src, const std::string& dst, const VerifyOptions& options);
+
+}  // namespace moepack

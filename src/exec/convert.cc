@@ -1,0 +1,34 @@
+#include "moepack/convert.h"
+
+namespace moepack {
+
+Result<RuleSet> ChooseRules(const Checkpoint& src, const std::string& model_type, const std::string& rules_file) {
+  if (!rules_file.empty()) return LoadRuleFile(rules_file);
+  if (!model_type.empty()) return BuiltinRules(model_type);
+  if (!src.config()) {
+    return Status::InvalidArgument(src.dir() + ": no config.json to tell the model type (pass --model-type or --rules)");
+  }
+  return RulesForConfig(*src.config());
+}
+
+Result<ConvertResult> Convert(const std::string& src, const std::string& dst, const ConvertOptions& options) {
+  // Cheap path checks first, so a bad DST fails before headers are read.
+  if (!options.dry_run || !dst.empty()) MOEPACK_RETURN_IF_ERROR(CheckDestination(src, dst, options.force));
+  MOEPACK_ASSIGN_OR_RETURN(Checkpoint ckpt, Checkpoint::Open(src));
+  MOEPACK_ASSIGN_OR_RETURN(RuleSet rules, ChooseRules(ckpt, options.model_type, options.rules_file));
+  PlanOptions po;
+  po.direction = options.direction;
+  po.max_shard_size = options.max_shard_size;
+  po.source_layout = options.source_layout;
+  MOEPACK_ASSIGN_OR_RETURN(Plan plan, MakePlan(ckpt, rules, po));
+  ConvertResult result{std::move(plan), {}};
+  if (options.dry_run) return result;
+  ExecuteOptions eo;
+  eo.threads = options.threads;
+  eo.force = options.force;
+  eo.progress = options.progress;
+  MOEPACK_ASSIGN_OR_RETURN(result.report, Execute(result.plan, dst, eo));
+  return result;
+}
+
+}  // namespace moepack

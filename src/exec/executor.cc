@@ -1,0 +1,242 @@
+// Work is split into jobs of at most kJobBytes so that workers stay busy on
+// skewed plans; each job writes a disjoint region, so no locking is needed
+// beyond the job counter.
+#include "moepack/executor.h"
+
+#include <fcntl.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "exec/atomic_dir.h"
+#include "exec/transpose.h"
+#include "util/file.h"
+
+namespace moepack {
+namespace fs = std::filesystem;
+using internal::File;
+
+namespace {
+
+constexpr uint64_t kJobBytes = 64ull << 20;
+constexpr uint64_t kBufferBytes = 8ull << 20;
+
+struct Job {
+  uint32_t dst_file;
+  uint64_t dst_offset;  // absolute in the output file
+  const CopyRange* copy = nullptr;
+  const TransposeBlock* transpose = nullptr;
+  uint64_t part_offset = 0;  // within the copy range
+  uint64_t part_length = 0;
+};
+
+// Copies with copy_file_range (in-kernel, no user-space buffer) and falls back
+// to pread/pwrite where the kernel or filesystem refuses.
+Status CopyBytes(const File& src, uint64_t src_off, const File& dst, uint64_t dst_off, uint64_t len,
+                 std::vector<char>& buf, bool& use_cfr) {
+  while (len > 0 && use_cfr) {
+    loff_t in = static_cast<loff_t>(src_off), out = static_cast<loff_t>(dst_off);
+    ssize_t n = ::copy_file_range(src.fd(), &in, dst.fd(), &out, len, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP) {
+        use_cfr = false;
+        break;
+      }
+      return internal::ErrnoStatus("copy failed", dst.path(), errno);
+    }
+    if (n == 0) return Status::Corrupt(src.path() + ": unexpected end of file at offset " + std::to_string(src_off));
+    src_off += n;
+    dst_off += n;
+    len -= n;
+  }
+  if (buf.empty() && len) buf.resize(kBufferBytes);
+  while (len > 0) {
+    const uint64_t n = std::min<uint64_t>(len, buf.size());
+    MOEPACK_RETURN_IF_ERROR(src.ReadAt(src_off, buf.data(), n));
+    MOEPACK_RETURN_IF_ERROR(dst.WriteAt(dst_off, buf.data(), n));
+    src_off += n;
+    dst_off += n;
+    len -= n;
+  }
+  return Status::OK();
+}
+
+Status TransposeBytes(const File& src, const TransposeBlock& t, const File& dst, uint64_t dst_off,
+                      std::vector<char>& in, std::vector<char>& out) {
+  const uint64_t bytes = t.rows * t.cols * t.elem_bytes;
+  if (bytes <= kJobBytes) {
+    in.resize(bytes);
+    out.resize(bytes);
+    MOEPACK_RETURN_IF_ERROR(src.ReadAt(t.src_offset, in.data(), bytes));
+    internal::Transpose(in.data(), out.data(), t.rows, t.cols, t.elem_bytes);
+    return dst.WriteAt(dst_off, out.data(), bytes);
+  }
+  // Bands of source rows keep memory bounded for very large matrices.
+  const uint64_t row_bytes = t.cols * t.elem_bytes;
+  const uint64_t band = std::max<uint64_t>(1, kJobBytes / row_bytes);
+  for (uint64_t r0 = 0; r0 < t.rows; r0 += band) {
+    const uint64_t nr = std::min(band, t.rows - r0);
+    in.resize(nr * row_bytes);
+    out.resize(nr * row_bytes);
+    MOEPACK_RETURN_IF_ERROR(src.ReadAt(t.src_offset + r0 * row_bytes, in.data(), nr * row_bytes));
+    internal::Transpose(in.data(), out.data(), nr, t.cols, t.elem_bytes);
+    for (uint64_t c = 0; c < t.cols; ++c) {
+      MOEPACK_RETURN_IF_ERROR(dst.WriteAt(dst_off + (c * t.rows + r0) * t.elem_bytes, out.data() + c * nr * t.elem_bytes,
+                                          nr * t.elem_bytes));
+    }
+  }
+  return Status::OK();
+}
+
+bool IsInside(const fs::path& inner, const fs::path& outer) {
+  auto i = inner.begin(), o = outer.begin();
+  for (; o != outer.end(); ++o, ++i) {
+    if (i == inner.end() || *i != *o) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+Status CheckDestination(const std::string& src_dir, const std::string& dst, bool force) {
+  std::error_code ec;
+  const fs::path s = fs::weakly_canonical(fs::absolute(src_dir), ec);
+  const fs::path d = fs::weakly_canonical(fs::absolute(dst), ec);
+  if (dst.empty()) return Status::InvalidArgument("DST is empty");
+  if (s == d) return Status::InvalidArgument(dst + ": DST is the source checkpoint; moepack never writes into SRC");
+  if (IsInside(d, s)) return Status::InvalidArgument(dst + ": DST lies inside the source checkpoint " + src_dir);
+  if (IsInside(s, d)) return Status::InvalidArgument(dst + ": DST contains the source checkpoint " + src_dir);
+  if (fs::exists(fs::symlink_status(d, ec)) && !force) {
+    return Status::InvalidArgument(dst + ": already exists (pass --force to replace it)");
+  }
+  return Status::OK();
+}
+
+Result<ExecuteReport> Execute(const Plan& plan, const std::string& dst, const ExecuteOptions& options) {
+  MOEPACK_RETURN_IF_ERROR(CheckDestination(plan.src_dir, dst, options.force));
+  ExecuteReport report;
+
+  // Open every source first: a vanished file fails before anything is made.
+  std::vector<File> srcs;
+  for (const auto& p : plan.src_files) {
+    MOEPACK_ASSIGN_OR_RETURN(File f, File::OpenRead(p));
+    srcs.push_back(std::move(f));
+  }
+  uint64_t need = plan.index_json.size();
+  for (const auto& s : plan.shards) need += s.layout.file_size();
+  std::error_code ec;
+  for (const auto& a : plan.aux_files) need += fs::file_size(fs::path(plan.src_dir) / a, ec);
+
+  MOEPACK_ASSIGN_OR_RETURN(auto out, internal::AtomicDir::Begin(dst, options.force, &report.removed_stale));
+  struct statvfs vfs;
+  if (::statvfs(out->path().c_str(), &vfs) == 0) {
+    const uint64_t avail = static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
+    if (avail < need) {
+      return Status::IOError(dst + ": not enough free space (" + std::to_string(need) + " bytes needed, " +
+                             std::to_string(avail) + " available)");
+    }
+  }
+
+  std::vector<File> dsts;
+  std::vector<Job> jobs;
+  for (uint32_t si = 0; si < plan.shards.size(); ++si) {
+    const PlannedShard& shard = plan.shards[si];
+    MOEPACK_ASSIGN_OR_RETURN(File f, File::Create(out->path() + "/" + shard.filename));
+    MOEPACK_RETURN_IF_ERROR(f.WriteAt(0, shard.layout.prefix.data(), shard.layout.prefix.size()));
+    MOEPACK_RETURN_IF_ERROR(f.Truncate(shard.layout.file_size()));
+    dsts.push_back(std::move(f));
+    std::unordered_map<std::string_view, const TensorInfo*> placed;
+    for (const auto& ti : shard.layout.tensors) placed.emplace(ti.name, &ti);
+    for (size_t k = 0; k < shard.tensors.size(); ++k) {
+      const PlannedTensor& t = plan.tensors[shard.tensors[k]];
+      auto it = placed.find(t.name);
+      if (it == placed.end()) return Status::Corrupt("internal: tensor '" + t.name + "' missing from its shard layout");
+      const TensorInfo* info = it->second;
+      const uint64_t base = shard.layout.prefix.size() + info->begin;
+      for (const CopyRange& c : t.copies) {
+        for (uint64_t off = 0; off < c.length; off += kJobBytes) {
+          jobs.push_back(Job{si, base + c.dst_offset + off, &c, nullptr, off, std::min(kJobBytes, c.length - off)});
+        }
+      }
+      for (const TransposeBlock& b : t.transposes) {
+        jobs.push_back(Job{si, base + b.dst_offset, nullptr, &b, 0, b.rows * b.cols * b.elem_bytes});
+      }
+    }
+  }
+  uint64_t total = 0;
+  for (const Job& j : jobs) total += j.part_length;
+
+  std::atomic<size_t> next{0};
+  std::atomic<uint64_t> done{0};
+  std::atomic<bool> failed{false};
+  std::mutex mu;
+  Status first_error;
+  auto worker = [&] {
+    std::vector<char> buf, tin, tout;
+    bool use_cfr = true;
+    for (;;) {
+      if (failed.load(std::memory_order_relaxed)) return;
+      const size_t i = next.fetch_add(1);
+      if (i >= jobs.size()) return;
+      const Job& j = jobs[i];
+      Status st;
+      if (j.copy) {
+        st = CopyBytes(srcs[j.copy->src_file], j.copy->src_offset + j.part_offset, dsts[j.dst_file], j.dst_offset,
+                       j.part_length, buf, use_cfr);
+      } else {
+        st = TransposeBytes(srcs[j.transpose->src_file], *j.transpose, dsts[j.dst_file], j.dst_offset, tin, tout);
+      }
+      if (!st.ok()) {
+        std::lock_guard<std::mutex> lock(mu);
+        if (first_error.ok()) first_error = st;
+        failed = true;
+        return;
+      }
+      const uint64_t d = done.fetch_add(j.part_length) + j.part_length;
+      if (options.progress) options.progress(d, total);
+    }
+  };
+  int nthreads = options.threads > 0 ? options.threads : static_cast<int>(std::thread::hardware_concurrency());
+  nthreads = std::max(1, std::min(nthreads, 64));
+  std::vector<std::thread> pool;
+  for (int t = 1; t < nthreads; ++t) pool.emplace_back(worker);
+  worker();
+  for (auto& t : pool) t.join();
+  if (!first_error.ok()) return first_error;
+
+  for (File& f : dsts) {
+    MOEPACK_RETURN_IF_ERROR(f.Sync());
+    MOEPACK_RETURN_IF_ERROR(f.Close());
+  }
+  if (!plan.index_json.empty()) {
+    const std::string p = out->path() + "/" + kIndexFile;
+    MOEPACK_RETURN_IF_ERROR(internal::WriteSmallFile(p, plan.index_json));
+  }
+  std::vector<char> buf;
+  for (const std::string& rel : plan.aux_files) {
+    const fs::path to = fs::path(out->path()) / rel;
+    fs::create_directories(to.parent_path(), ec);
+    if (ec) return Status::IOError(to.parent_path().string() + ": cannot create directory (" + ec.message() + ")");
+    MOEPACK_ASSIGN_OR_RETURN(File in, File::OpenRead((fs::path(plan.src_dir) / rel).string()));
+    MOEPACK_ASSIGN_OR_RETURN(uint64_t size, in.Size());
+    MOEPACK_ASSIGN_OR_RETURN(File o, File::Create(to.string()));
+    bool use_cfr = true;
+    MOEPACK_RETURN_IF_ERROR(CopyBytes(in, 0, o, 0, size, buf, use_cfr));
+    MOEPACK_RETURN_IF_ERROR(o.Sync());
+    MOEPACK_RETURN_IF_ERROR(o.Close());
+  }
+  MOEPACK_RETURN_IF_ERROR(out->Commit());
+  report.bytes_written = total;
+  return report;
+}
+
+}  // namespace moepack

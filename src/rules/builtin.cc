@@ -1,0 +1,68 @@
+#include <algorithm>
+
+#include "moepack/rules.h"
+#include "rules/builtin_rules.h"
+#include "util/file.h"
+
+namespace moepack {
+
+Result<RuleSet> LoadRuleFile(const std::string& path) {
+  MOEPACK_ASSIGN_OR_RETURN(std::string text, internal::ReadSmallFile(path, 16u << 20));
+  return RuleSet::Parse(text, path);
+}
+
+std::vector<std::string> BuiltinFamilies() {
+  std::vector<std::string> out;
+  for (const auto& f : internal::EmbeddedRuleFiles()) out.push_back(f.name);
+  return out;
+}
+
+Result<RuleSet> BuiltinRules(const std::string& family) {
+  for (const auto& f : internal::EmbeddedRuleFiles()) {
+    if (f.name == family) return RuleSet::Parse(f.text, "built-in rules/" + f.name + ".json");
+  }
+  // A model_type that a family lists (e.g. qwen3_vl_moe_text) also selects it.
+  for (const auto& f : internal::EmbeddedRuleFiles()) {
+    MOEPACK_ASSIGN_OR_RETURN(RuleSet rs, RuleSet::Parse(f.text, "built-in rules/" + f.name + ".json"));
+    const auto& mt = rs.model_types();
+    if (std::find(mt.begin(), mt.end(), family) != mt.end()) return rs;
+  }
+  std::string known;
+  for (const auto& n : BuiltinFamilies()) known += (known.empty() ? "" : ", ") + n;
+  return Status::InvalidArgument("unknown model type '" + family + "' (known: " + known +
+                                 "; or pass --rules FILE)");
+}
+
+Result<RuleSet> RulesForConfig(const ModelConfig& config) {
+  std::vector<RuleSet> all;
+  for (const auto& f : internal::EmbeddedRuleFiles()) {
+    MOEPACK_ASSIGN_OR_RETURN(RuleSet rs, RuleSet::Parse(f.text, "built-in rules/" + f.name + ".json"));
+    all.push_back(std::move(rs));
+  }
+  auto has = [](const std::vector<std::string>& v, const std::string& s) {
+    return !s.empty() && std::find(v.begin(), v.end(), s) != v.end();
+  };
+  // model_type is the most specific signal, then architectures, then the
+  // model_type of nested configs.
+  const std::string top = config.String("model_type").value_or("");
+  for (const auto& rs : all) {
+    if (rs.family() == top || has(rs.model_types(), top)) return rs;
+  }
+  for (const auto& arch : config.architectures()) {
+    for (const auto& rs : all) {
+      if (has(rs.architectures(), arch)) return rs;
+    }
+  }
+  for (const char* nested : {"text_config.model_type", "thinker_config.model_type", "thinker_config.text_config.model_type"}) {
+    const std::string mt = config.String(nested).value_or("");
+    for (const auto& rs : all) {
+      if (rs.family() == mt || has(rs.model_types(), mt)) return rs;
+    }
+  }
+  std::string known;
+  for (const auto& n : BuiltinFamilies()) known += (known.empty() ? "" : ", ") + n;
+  std::string what = top.empty() ? "config.json has no model_type" : "unknown model type '" + top + "'";
+  return Status::InvalidArgument(what + " (known: " + known + "; pass --model-type or --rules FILE)");
+}
+
+}  // namespace moepack

@@ -1,0 +1,370 @@
+// Rule files are bound declaratively: every member is known, unknown keys
+// are refused, each error carries the JSON path of the rule at fault, and
+// cross-rule checks run after all rules parsed.
+#include "moepack/rules.h"
+
+#include <re2/re2.h>
+
+#include <map>
+#include <set>
+
+#include "rules/name_template.h"
+#include "util/json.h"
+
+namespace moepack {
+namespace {
+
+using nlohmann::json;
+using internal::NameTemplate;
+
+class Reader {
+ public:
+  Reader(const json& j, std::string path, std::string what) : j_(j), path_(std::move(path)), what_(std::move(what)) {}
+
+  Status Error(const std::string& member, const std::string& msg) const {
+    std::string where = path_.empty() ? "" : path_ + ": ";
+    if (!member.empty()) where += "member \"" + member + "\": ";
+    return Status::InvalidArgument(what_ + ": " + where + msg);
+  }
+
+  Status CheckKeys(std::initializer_list<const char*> allowed) const {
+    if (!j_.is_object()) return Error("", "expected an object, got " + internal::JsonTypeName(j_));
+    for (auto it = j_.begin(); it != j_.end(); ++it) {
+      bool ok = false;
+      for (const char* a : allowed) ok = ok || it.key() == a;
+      if (!ok) return Error(it.key(), "unknown member");
+    }
+    return Status::OK();
+  }
+
+  Result<std::string> String(const char* key, bool required) const {
+    if (!j_.contains(key)) {
+      if (required) return Error(key, "required");
+      return std::string();
+    }
+    if (!j_[key].is_string()) return Error(key, "expected a string, got " + internal::JsonTypeName(j_[key]));
+    return j_[key].get<std::string>();
+  }
+
+  Result<std::vector<std::string>> Strings(const char* key, bool required) const {
+    std::vector<std::string> out;
+    if (!j_.contains(key)) {
+      if (required) return Error(key, "required");
+      return out;
+    }
+    const json& a = j_[key];
+    if (!a.is_array()) return Error(key, "expected an array of strings, got " + internal::JsonTypeName(a));
+    for (const json& s : a) {
+      if (!s.is_string()) return Error(key, "expected an array of strings, found a " + internal::JsonTypeName(s));
+      out.push_back(s.get<std::string>());
+    }
+    return out;
+  }
+
+  const json& j() const { return j_; }
+
+ private:
+  const json& j_;
+  std::string path_;
+  std::string what_;
+};
+
+std::string RulePath(const char* list, size_t i, const std::string& name) {
+  std::string p = std::string(list) + "[" + std::to_string(i) + "]";
+  if (!name.empty()) p += " (\"" + name + "\")";
+  return p;
+}
+
+}  // namespace
+
+struct RuleSet::Compiled {
+  struct Rename {
+    std::unique_ptr<RE2> forward;
+    std::unique_ptr<RE2> reverse;
+  };
+  std::vector<Rename> renames;
+  std::vector<std::vector<NameTemplate>> sources;  // per fusion
+  std::vector<NameTemplate> targets;               // per fusion
+  std::vector<NameTemplate> transposes;            // per transpose rule
+};
+
+Result<RuleSet> RuleSet::Parse(std::string_view text, const std::string& what) {
+  MOEPACK_ASSIGN_OR_RETURN(json root, internal::ParseJsonStrict(text, what));
+  Reader top(root, "", what);
+  MOEPACK_RETURN_IF_ERROR(top.CheckKeys({"family", "description", "model_types", "architectures", "num_experts",
+                                         "expert_groups", "dims", "renames", "fusions", "transposes"}));
+  RuleSet rs;
+  auto compiled = std::make_shared<Compiled>();
+  MOEPACK_ASSIGN_OR_RETURN(rs.family_, top.String("family", true));
+  if (rs.family_.empty()) return top.Error("family", "must not be empty");
+  MOEPACK_RETURN_IF_ERROR(top.String("description", false).status());
+  MOEPACK_ASSIGN_OR_RETURN(rs.model_types_, top.Strings("model_types", false));
+  MOEPACK_ASSIGN_OR_RETURN(rs.architectures_, top.Strings("architectures", false));
+  MOEPACK_ASSIGN_OR_RETURN(rs.num_experts_, top.Strings("num_experts", false));
+
+  auto list = [&](const char* key) -> Result<std::vector<json>> {
+    if (!root.contains(key)) return std::vector<json>{};
+    if (!root[key].is_array()) return top.Error(key, "expected an array, got " + internal::JsonTypeName(root[key]));
+    return root[key].get<std::vector<json>>();
+  };
+
+  MOEPACK_ASSIGN_OR_RETURN(auto groups, list("expert_groups"));
+  for (size_t i = 0; i < groups.size(); ++i) {
+    Reader r(groups[i], RulePath("expert_groups", i, ""), what);
+    MOEPACK_RETURN_IF_ERROR(r.CheckKeys({"prefix", "num_experts"}));
+    ExpertGroup g;
+    MOEPACK_ASSIGN_OR_RETURN(g.prefix, r.String("prefix", true));
+    MOEPACK_ASSIGN_OR_RETURN(g.num_experts, r.Strings("num_experts", true));
+    if (g.num_experts.empty()) return r.Error("num_experts", "must name at least one config field");
+    rs.groups_.push_back(std::move(g));
+  }
+
+  if (root.contains("dims")) {
+    const json& d = root["dims"];
+    if (!d.is_object()) return top.Error("dims", "expected an object of symbol -> config fields");
+    for (auto it = d.begin(); it != d.end(); ++it) {
+      if (it.key().empty() || it.key() == "E" || !std::isalpha(static_cast<unsigned char>(it.key()[0]))) {
+        return top.Error("dims", "invalid symbol '" + it.key() + "' (E is the expert count and is implicit)");
+      }
+      Reader r(d, "dims", what);
+      MOEPACK_ASSIGN_OR_RETURN(auto fields, r.Strings(it.key().c_str(), true));
+      rs.dims_.push_back(DimSymbol{it.key(), std::move(fields)});
+    }
+  }
+
+  MOEPACK_ASSIGN_OR_RETURN(auto renames, list("renames"));
+  for (size_t i = 0; i < renames.size(); ++i) {
+    Reader r(renames[i], RulePath("renames", i, ""), what);
+    MOEPACK_RETURN_IF_ERROR(r.CheckKeys({"name", "pattern", "replacement", "reverse_pattern", "reverse_replacement"}));
+    RenameRule rr;
+    MOEPACK_ASSIGN_OR_RETURN(rr.name, r.String("name", false));
+    Reader named(renames[i], RulePath("renames", i, rr.name), what);
+    MOEPACK_ASSIGN_OR_RETURN(rr.pattern, named.String("pattern", true));
+    MOEPACK_ASSIGN_OR_RETURN(rr.replacement, named.String("replacement", true));
+    MOEPACK_ASSIGN_OR_RETURN(rr.reverse_pattern, named.String("reverse_pattern", true));
+    MOEPACK_ASSIGN_OR_RETURN(rr.reverse_replacement, named.String("reverse_replacement", true));
+    Compiled::Rename c;
+    RE2::Options opt;
+    opt.set_log_errors(false);
+    c.forward = std::make_unique<RE2>(rr.pattern, opt);
+    c.reverse = std::make_unique<RE2>(rr.reverse_pattern, opt);
+    for (auto [re, key, repl] : {std::tuple{c.forward.get(), "pattern", &rr.replacement},
+                                 std::tuple{c.reverse.get(), "reverse_pattern", &rr.reverse_replacement}}) {
+      if (!re->ok()) return named.Error(key, "invalid regular expression (" + re->error() + ")");
+      if (re->pattern().empty()) return named.Error(key, "must not be empty");
+      std::string why;
+      if (!re->CheckRewriteString(*repl, &why)) {
+        return named.Error(std::string(key) == "pattern" ? "replacement" : "reverse_replacement", why);
+      }
+    }
+    compiled->renames.push_back(std::move(c));
+    rs.renames_.push_back(std::move(rr));
+  }
+
+  std::set<std::string> fusion_names, targets, sources;
+  MOEPACK_ASSIGN_OR_RETURN(auto fusions, list("fusions"));
+  for (size_t i = 0; i < fusions.size(); ++i) {
+    Reader r0(fusions[i], RulePath("fusions", i, ""), what);
+    MOEPACK_RETURN_IF_ERROR(r0.CheckKeys({"name", "target", "sources", "concat_dim", "transpose", "scale_of"}));
+    FusionRule f;
+    MOEPACK_ASSIGN_OR_RETURN(f.name, r0.String("name", true));
+    Reader r(fusions[i], RulePath("fusions", i, f.name), what);
+    if (!fusion_names.insert(f.name).second) return r.Error("name", "two fusions are named \"" + f.name + "\"");
+    MOEPACK_ASSIGN_OR_RETURN(f.target, r.String("target", true));
+    MOEPACK_ASSIGN_OR_RETURN(f.sources, r.Strings("sources", true));
+    MOEPACK_ASSIGN_OR_RETURN(f.scale_of, r.String("scale_of", false));
+    if (f.sources.empty()) return r.Error("sources", "must list at least one source");
+    const json& fj = fusions[i];
+    if (fj.contains("concat_dim")) {
+      if (!fj["concat_dim"].is_number_integer()) return r.Error("concat_dim", "expected an integer");
+      f.concat_dim = fj["concat_dim"].get<int>();
+    }
+    if (fj.contains("transpose")) {
+      if (!fj["transpose"].is_boolean()) return r.Error("transpose", "expected true or false");
+      f.transpose = fj["transpose"].get<bool>();
+    }
+    if (f.concat_dim < 1) return r.Error("concat_dim", "must be >= 1 (dim 0 stacks the experts)");
+    if (f.transpose && f.sources.size() > 1 && f.concat_dim != 1) {
+      return r.Error("concat_dim", "a transposing fusion of several sources must concatenate along dim 1");
+    }
+    auto target = NameTemplate::Parse(f.target);
+    if (!target.ok()) return r.Error("target", target.status().message());
+    if (target->has_expert()) return r.Error("target", "must not contain {expert}");
+    if (!targets.insert(f.target).second) return r.Error("target", "\"" + f.target + "\" is produced by two fusions");
+    std::vector<NameTemplate> srcs;
+    for (const std::string& s : f.sources) {
+      auto t = NameTemplate::Parse(s);
+      if (!t.ok()) return r.Error("sources", t.status().message());
+      if (!t->has_expert()) return r.Error("sources", "\"" + s + "\" has no {expert} placeholder");
+      if (t->has_prefix() != target->has_prefix()) {
+        return r.Error("sources", "\"" + s + "\" and the target must both use {prefix} or neither");
+      }
+      if (!sources.insert(s).second) return r.Error("sources", "\"" + s + "\" is a source of two fusions");
+      srcs.push_back(std::move(t).value());
+    }
+    compiled->sources.push_back(std::move(srcs));
+    compiled->targets.push_back(std::move(target).value());
+    rs.fusions_.push_back(std::move(f));
+  }
+  for (size_t i = 0; i < rs.fusions_.size(); ++i) {
+    const FusionRule& f = rs.fusions_[i];
+    if (f.scale_of.empty()) continue;
+    Reader r(fusions[i], RulePath("fusions", i, f.name), what);
+    const FusionRule* of = nullptr;
+    for (const auto& g : rs.fusions_) {
+      if (g.name == f.scale_of) of = &g;
+    }
+    if (!of || of == &f) return r.Error("scale_of", "names no other fusion (\"" + f.scale_of + "\")");
+    if (!of->scale_of.empty()) return r.Error("scale_of", "\"" + f.scale_of + "\" is itself a scale fusion");
+    if (of->sources.size() != f.sources.size() || of->concat_dim != f.concat_dim || of->transpose != f.transpose) {
+      return r.Error("scale_of", "scales must be fused like their weights (same source count, concat_dim, transpose)");
+    }
+  }
+
+  MOEPACK_ASSIGN_OR_RETURN(auto transposes, list("transposes"));
+  std::set<std::string> symbols = {"E"};
+  for (const auto& d : rs.dims_) symbols.insert(d.symbol);
+  for (size_t i = 0; i < transposes.size(); ++i) {
+    Reader r0(transposes[i], RulePath("transposes", i, ""), what);
+    MOEPACK_RETURN_IF_ERROR(r0.CheckKeys({"name", "pattern", "hub_shape", "v5_shape"}));
+    TransposeRule t;
+    MOEPACK_ASSIGN_OR_RETURN(t.name, r0.String("name", true));
+    Reader r(transposes[i], RulePath("transposes", i, t.name), what);
+    MOEPACK_ASSIGN_OR_RETURN(t.pattern, r.String("pattern", true));
+    MOEPACK_ASSIGN_OR_RETURN(t.hub_shape, r.Strings("hub_shape", true));
+    MOEPACK_ASSIGN_OR_RETURN(t.v5_shape, r.Strings("v5_shape", true));
+    auto pat = NameTemplate::Parse(t.pattern);
+    if (!pat.ok()) return r.Error("pattern", pat.status().message());
+    if (pat->has_expert()) return r.Error("pattern", "must not contain {expert}: transposes apply to fused tensors");
+    if (targets.count(t.pattern) || sources.count(t.pattern)) {
+      return r.Error("pattern", "\"" + t.pattern + "\" is also a fusion name");
+    }
+    if (t.hub_shape.size() != 3 || t.v5_shape.size() != 3) {
+      return r.Error("hub_shape", "transposed tensors are 3-D [E, a, b]");
+    }
+    if (t.hub_shape[0] != "E" || t.v5_shape[0] != "E" || t.hub_shape[1] != t.v5_shape[2] ||
+        t.hub_shape[2] != t.v5_shape[1]) {
+      return r.Error("v5_shape", "must be hub_shape with its last two dims swapped, both starting with E");
+    }
+    for (const auto& shape : {t.hub_shape, t.v5_shape}) {
+      for (const auto& e : shape) {
+        size_t star = e.find('*');
+        std::string sym = star == std::string::npos ? e : e.substr(star + 1);
+        if (star != std::string::npos &&
+            (star == 0 || e.find_first_not_of("0123456789") != star || star > 6)) {
+          return r.Error("hub_shape", "invalid dimension '" + e + "' (expected SYMBOL or N*SYMBOL)");
+        }
+        if (!symbols.count(sym)) return r.Error("hub_shape", "unknown symbol '" + sym + "' (declare it in \"dims\")");
+      }
+    }
+    compiled->transposes.push_back(std::move(pat).value());
+    rs.transposes_.push_back(std::move(t));
+  }
+  if (rs.fusions_.empty() && rs.transposes_.empty() && rs.renames_.empty()) {
+    return top.Error("", "no renames, fusions or transposes: nothing to convert");
+  }
+  if (!rs.fusions_.empty() && rs.num_experts_.empty() && rs.groups_.empty()) {
+    return top.Error("num_experts", "fusions need the config field that gives the expert count");
+  }
+  rs.compiled_ = std::move(compiled);
+  return rs;
+}
+
+std::string RuleSet::Rename(std::string_view name, Direction d) const {
+  std::string s(name);
+  const auto& rs = compiled_->renames;
+  if (d == Direction::kToFused) {
+    for (size_t i = 0; i < rs.size(); ++i) RE2::GlobalReplace(&s, *rs[i].forward, renames_[i].replacement);
+  } else {
+    for (size_t i = rs.size(); i-- > 0;) RE2::GlobalReplace(&s, *rs[i].reverse, renames_[i].reverse_replacement);
+  }
+  return s;
+}
+
+std::optional<RuleSet::SourceMatch> RuleSet::MatchSource(std::string_view name) const {
+  for (size_t f = 0; f < compiled_->sources.size(); ++f) {
+    const auto& srcs = compiled_->sources[f];
+    for (size_t k = 0; k < srcs.size(); ++k) {
+      if (auto m = srcs[k].Matches(name)) {
+        return SourceMatch{static_cast<int>(f), static_cast<int>(k), std::move(m->prefix), m->expert};
+      }
+    }
+  }
+  return std::nullopt;
+}
+
+std::optional<RuleSet::TargetMatch> RuleSet::MatchTarget(std::string_view name) const {
+  for (size_t f = 0; f < compiled_->targets.size(); ++f) {
+    if (auto m = compiled_->targets[f].Matches(name)) return TargetMatch{static_cast<int>(f), std::move(m->prefix)};
+  }
+  return std::nullopt;
+}
+
+std::optional<RuleSet::TransposeMatch> RuleSet::MatchTranspose(std::string_view name) const {
+  for (size_t t = 0; t < compiled_->transposes.size(); ++t) {
+    if (auto m = compiled_->transposes[t].Matches(name)) {
+      return TransposeMatch{static_cast<int>(t), std::move(m->prefix)};
+    }
+  }
+  return std::nullopt;
+}
+
+std::string RuleSet::SourceName(int fusion, int source, std::string_view prefix, int64_t expert) const {
+  return compiled_->sources[fusion][source].Render(prefix, expert);
+}
+
+std::string RuleSet::TargetName(int fusion, std::string_view prefix) const {
+  return compiled_->targets[fusion].Render(prefix, -1);
+}
+
+Result<int64_t> RuleSet::NumExperts(const ModelConfig& config, std::string_view prefix) const {
+  const std::vector<std::string>* fields = &num_experts_;
+  for (const auto& g : groups_) {
+    if (prefix.substr(0, g.prefix.size()) == g.prefix) {
+      fields = &g.num_experts;
+      break;
+    }
+  }
+  for (const auto& f : *fields) {
+    if (auto v = config.Int(f)) {
+      if (*v <= 0) return Status::Corrupt("config.json: " + f + " must be positive");
+      return *v;
+    }
+  }
+  std::string names;
+  for (const auto& f : *fields) names += (names.empty() ? "" : ", ") + f;
+  return Status::Corrupt("config.json: no expert count for '" + std::string(prefix) + "' (looked for " + names + ")");
+}
+
+Result<std::vector<uint64_t>> RuleSet::EvalShape(const ModelConfig& config, const std::vector<std::string>& shape,
+                                                 int64_t num_experts) const {
+  std::vector<uint64_t> out;
+  for (const std::string& e : shape) {
+    uint64_t mult = 1;
+    std::string sym = e;
+    if (auto star = e.find('*'); star != std::string::npos) {
+      mult = std::stoull(e.substr(0, star));
+      sym = e.substr(star + 1);
+    }
+    int64_t v = -1;
+    if (sym == "E") {
+      v = num_experts;
+    } else {
+      for (const auto& d : dims_) {
+        if (d.symbol != sym) continue;
+        for (const auto& f : d.config) {
+          if (auto x = config.Int(f)) {
+            v = *x;
+            break;
+          }
+        }
+        if (v < 0) return Status::Corrupt("config.json: no value for " + sym + " (looked for " + d.config.front() + ")");
+      }
+    }
+    if (v < 0) return Status::InvalidArgument("unknown shape symbol '" + sym + "'");
+    out.push_back(mult * static_cast<uint64_t>(v));
+  }
+  return out;
+}
+
+}  // namespace moepack
