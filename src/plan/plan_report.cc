@@ -68,7 +68,14 @@ std::string PlanToText(const Plan& plan) {
   out += "operations:   ";
   for (const auto& [op, n] : ops) out += " " + op + "=" + std::to_string(n);
   out += "\n";
-  for (const auto& s : plan.shards) {
+  // Hundreds of shards are common; the JSON form lists them all.
+  constexpr size_t kShown = 8;
+  for (size_t i = 0; i < plan.shards.size(); ++i) {
+    const PlannedShard& s = plan.shards[i];
+    if (i == kShown && plan.shards.size() > kShown + 1) {
+      out += "  ... " + std::to_string(plan.shards.size() - kShown) + " more shards\n";
+      break;
+    }
     out += "  " + s.filename + ": " + std::to_string(s.tensors.size()) + " tensors, " +
            std::to_string(s.layout.file_size()) + " bytes\n";
   }
