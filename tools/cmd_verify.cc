@@ -11,7 +11,7 @@ Action DefineVerify(CLI::App& sub) {
   struct Flags {
     std::string src, dst, model_type, rules, source_layout;
     int threads = 0;
-    bool json = false;
+    bool json = false, forward = false;
   };
   auto f = std::make_shared<Flags>();
   sub.add_option("SRC", f->src, "The original checkpoint")->required();
@@ -22,11 +22,14 @@ Action DefineVerify(CLI::App& sub) {
       ->check(CLI::IsMember({"hf", "v5"}));
   sub.add_option("--threads", f->threads, "Hashing threads (default: one per core)")->check(CLI::Range(0, 64));
   sub.add_flag("--json", f->json, "Print the result as JSON");
+  sub.add_flag("--forward", f->forward,
+               "Also run a reference MoE layer per layer with SRC's and DST's experts; the outputs must be equal");
   return [f] {
     VerifyOptions o;
     o.model_type = f->model_type;
     o.rules_file = f->rules;
     o.threads = f->threads;
+    o.forward = f->forward;
     o.source_layout = f->source_layout.empty() ? SourceLayout::kUnspecified
                       : f->source_layout == "hf" ? SourceLayout::kHub
                                                  : SourceLayout::kV5;
@@ -35,10 +38,20 @@ Action DefineVerify(CLI::App& sub) {
     if (f->json) {
       nlohmann::json j = {{"ok", r->ok}, {"to", r->to}, {"tensors", r->tensors}, {"pieces", r->pieces},
                           {"bytes_hashed", r->bytes_hashed}, {"problem", r->problem}};
+      if (f->forward) {
+        j["forward"] = nlohmann::json::array();
+        for (const auto& c : r->forward) {
+          j["forward"].push_back({{"layer", c.layer}, {"max_abs_diff", c.max_abs_diff}, {"experts_run", c.experts_run}});
+        }
+      }
       std::cout << j.dump(2) << "\n";
     } else if (r->ok) {
       std::cout << "verified: " << f->dst << " is " << f->src << " converted to " << r->to << " (" << r->tensors
                 << " tensors, " << r->pieces << " pieces, " << r->bytes_hashed << " bytes hashed)\n";
+      for (const auto& c : r->forward) {
+        std::cout << "forward: " << c.layer << " max |diff| = " << c.max_abs_diff << " over " << c.experts_run
+                  << " routed experts\n";
+      }
     }
     if (!r->ok) return Fail(Status::Mismatch("verify: " + r->problem));
     return kExitOk;

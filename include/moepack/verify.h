@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "moepack/plan.h"
 #include "moepack/status.h"
@@ -18,6 +19,15 @@ struct VerifyOptions {
   std::string rules_file;
   SourceLayout source_layout = SourceLayout::kUnspecified;
   int threads = 0;
+  // Also run a reference MoE layer (softmax top-2 routing, SwiGLU) on seeded
+  // tokens with SRC's and with DST's experts, per MoE layer.
+  bool forward = false;
+};
+
+struct ForwardCheck {
+  std::string layer;         // the experts' name prefix, e.g. "model.layers.3.mlp."
+  double max_abs_diff = 0;   // 0 for a pure relayout
+  uint64_t experts_run = 0;  // experts that some token was routed to
 };
 
 struct VerifyReport {
@@ -27,6 +37,7 @@ struct VerifyReport {
   uint64_t pieces = 0;         // expert slices and whole tensors compared
   uint64_t bytes_hashed = 0;   // both sides
   std::string problem;         // the first difference, when !ok
+  std::vector<ForwardCheck> forward;
 };
 
 // A failed comparison is a report with ok == false; a Status error means the

@@ -7,13 +7,18 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <array>
+#include <cmath>
 #include <atomic>
 #include <map>
 #include <mutex>
+#include <random>
 #include <set>
 #include <thread>
 
+#include "exec/moe_reference.h"
 #include "exec/transpose.h"
+#include "format/decode.h"
 #include "moepack/convert.h"
 #include "plan/slicing.h"
 #include "util/file.h"
@@ -221,6 +226,132 @@ std::string CompareNames(const Plan& plan, const Checkpoint& dst) {
   return "";
 }
 
+
+// A piece's canonical bytes in memory; for expert-sized pieces only.
+Status ReadPiece(const std::vector<File>& files, const Piece& p, std::vector<char>& out) {
+  uint64_t n = 0;
+  for (const auto& r : p.ranges) n += r.second;
+  std::vector<char> raw(n);
+  uint64_t at = 0;
+  for (const auto& [off, len] : p.ranges) {
+    MOEPACK_RETURN_IF_ERROR(files[p.file].ReadAt(off, raw.data() + at, len));
+    at += len;
+  }
+  if (!p.rows) {
+    out = std::move(raw);
+    return Status::OK();
+  }
+  out.resize(n);
+  internal::Transpose(raw.data(), out.data(), p.rows, p.cols, p.elem_bytes);
+  return Status::OK();
+}
+
+Result<std::vector<float>> PieceFloats(const Side& side, const std::map<std::string, const Piece*>& index,
+                                       const std::string& key, const char* which) {
+  auto it = index.find(key);
+  if (it == index.end()) return Status::Mismatch(std::string(which) + " lacks '" + key + "'");
+  std::vector<char> bytes;
+  MOEPACK_RETURN_IF_ERROR(ReadPiece(side.files, *it->second, bytes));
+  auto n = NumElements(it->second->shape);
+  return internal::DecodeToFloat(it->second->dtype, bytes.data(), n.value_or(0));
+}
+
+// One MoE layer's expert weights, as canonical piece keys per expert.
+struct LayerKeys {
+  uint64_t experts = 0;
+  std::map<uint64_t, std::array<std::string, 3>> gate_up_down;  // split keys (fusions)
+  std::map<uint64_t, std::array<std::string, 2>> fused;         // gate_up, down keys (transposes)
+};
+
+std::map<std::string, LayerKeys> FindLayers(const Side& side, const RuleSet& rules) {
+  std::map<std::string, LayerKeys> layers;
+  int gu = -1, dn = -1;
+  for (size_t f = 0; f < rules.fusions().size(); ++f) {
+    if (rules.fusions()[f].name == "gate_up_proj" && rules.fusions()[f].sources.size() == 2) gu = static_cast<int>(f);
+    if (rules.fusions()[f].name == "down_proj" && rules.fusions()[f].sources.size() == 1) dn = static_cast<int>(f);
+  }
+  for (const Piece& p : side.pieces) {
+    if (auto hash = p.key.find('#'); hash != std::string::npos) {
+      auto m = rules.MatchTranspose(p.key.substr(0, hash));
+      if (!m) continue;
+      const uint64_t j = std::stoull(p.key.substr(hash + 1));
+      const std::string& rule = rules.transposes()[m->rule].name;
+      auto& l = layers[m->prefix];
+      if (rule == "gate_up_proj") l.fused[j][0] = p.key;
+      if (rule == "down_proj") l.fused[j][1] = p.key;
+      l.experts = std::max(l.experts, j + 1);
+      continue;
+    }
+    auto m = rules.MatchSource(p.key);
+    if (!m || m->fusion != gu || m->source != 0 || dn < 0) continue;
+    auto& l = layers[m->prefix];
+    const uint64_t j = static_cast<uint64_t>(m->expert);
+    l.gate_up_down[j] = {p.key, rules.SourceName(gu, 1, m->prefix, m->expert),
+                         rules.SourceName(dn, 0, m->prefix, m->expert)};
+    l.experts = std::max(l.experts, j + 1);
+  }
+  return layers;
+}
+
+// Runs the reference MoE layer with SRC's and DST's experts on the same
+// seeded tokens and router; a pure relayout must give identical outputs.
+Result<std::vector<ForwardCheck>> RunForward(const Side& a, const Side& b, const RuleSet& rules) {
+  std::map<std::string, const Piece*> ia, ib;
+  for (const Piece& p : a.pieces) ia[p.key] = &p;
+  for (const Piece& p : b.pieces) ib[p.key] = &p;
+  std::vector<ForwardCheck> out;
+  for (auto& [prefix, l] : FindLayers(a, rules)) {
+    const bool fused = !l.fused.empty();
+    uint64_t H = 0, I = 0;
+    if (fused) {
+      const Piece& gu = *ia.at(l.fused.begin()->second[0]);
+      I = gu.shape[0] / 2;
+      H = gu.shape[1];
+    } else {
+      const Piece& g = *ia.at(l.gate_up_down.begin()->second[0]);
+      I = g.shape[0];
+      H = g.shape[1];
+    }
+    const uint64_t T = 8, E = l.experts;
+    std::mt19937_64 rng(0x6d6f65 + E * 131 + H);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    std::vector<float> x(T * H), router(E * H);
+    for (auto& v : x) v = nd(rng);
+    for (auto& v : router) v = nd(rng);
+    auto routes = internal::RouteTokens(router, x, T, E, H, 2);
+    std::vector<float> ya(T * H, 0.0f), yb(T * H, 0.0f);
+    std::set<uint64_t> used;
+    for (const auto& r : routes) used.insert(r.expert);
+    for (uint64_t e : used) {
+      for (int side = 0; side < 2; ++side) {
+        const Side& s = side ? b : a;
+        const auto& idx = side ? ib : ia;
+        const char* which = side ? "DST" : "SRC";
+        std::vector<float> gate, up, down;
+        if (fused) {
+          MOEPACK_ASSIGN_OR_RETURN(auto gu, PieceFloats(s, idx, l.fused[e][0], which));
+          MOEPACK_ASSIGN_OR_RETURN(down, PieceFloats(s, idx, l.fused[e][1], which));
+          gate.assign(gu.begin(), gu.begin() + I * H);
+          up.assign(gu.begin() + I * H, gu.end());
+        } else {
+          MOEPACK_ASSIGN_OR_RETURN(gate, PieceFloats(s, idx, l.gate_up_down[e][0], which));
+          MOEPACK_ASSIGN_OR_RETURN(up, PieceFloats(s, idx, l.gate_up_down[e][1], which));
+          MOEPACK_ASSIGN_OR_RETURN(down, PieceFloats(s, idx, l.gate_up_down[e][2], which));
+        }
+        if (gate.size() != I * H || up.size() != I * H || down.size() != H * I) {
+          return Status::Mismatch(which + std::string(": expert ") + std::to_string(e) + " of " + prefix +
+                                  " has unexpected shapes");
+        }
+        internal::AddExpert(routes, e, gate, up, down, x, H, I, side ? yb : ya);
+      }
+    }
+    double diff = 0;
+    for (size_t i = 0; i < ya.size(); ++i) diff = std::max(diff, static_cast<double>(std::fabs(ya[i] - yb[i])));
+    out.push_back({prefix, diff, used.size()});
+  }
+  return out;
+}
+
 }  // namespace
 
 Result<VerifyReport> Verify(const std::string& src_path, const std::string& dst_path, const VerifyOptions& options) {
@@ -288,6 +419,15 @@ Result<VerifyReport> Verify(const std::string& src_path, const std::string& dst_
     if (!seen.count(p.key)) {
       report.problem = p.where + " in SRC is missing from DST";
       return report;
+    }
+  }
+  if (options.forward) {
+    MOEPACK_ASSIGN_OR_RETURN(report.forward, RunForward(a, b, rules));
+    for (const auto& f : report.forward) {
+      if (f.max_abs_diff != 0.0) {
+        report.problem = "forward check: layer " + f.layer + " differs by " + std::to_string(f.max_abs_diff);
+        return report;
+      }
     }
   }
   report.ok = true;
