@@ -5,27 +5,18 @@
 
 #include "exec/transpose.h"
 #include "plan/slicing.h"
+#include "util/strings.h"
 
 namespace moepack {
 namespace {
 
-std::string ShapeStr(const std::vector<uint64_t>& s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
-
-std::string IdList(const std::vector<uint8_t>& arrived, uint64_t K, uint64_t k) {
-  std::string out;
-  const uint64_t E = arrived.size() / K;
-  for (uint64_t j = 0; j < E; ++j) {
-    if (!arrived[j * K + k]) continue;
-    uint64_t e = j;
-    while (e + 1 < E && arrived[(e + 1) * K + k]) ++e;
-    out += (out.empty() ? "" : ",") + std::to_string(j) + (e > j ? "-" + std::to_string(e) : "");
-    j = e;
+// The experts whose source k arrived.
+std::string Arrived(const std::vector<uint8_t>& arrived, uint64_t K, uint64_t k) {
+  std::vector<int64_t> ids;
+  for (uint64_t j = 0; j < arrived.size() / K; ++j) {
+    if (arrived[j * K + k]) ids.push_back(static_cast<int64_t>(j));
   }
-  return out.empty() ? "none" : out;
+  return internal::IdRanges(ids);
 }
 
 std::shared_ptr<uint8_t[]> Allocate(uint64_t n) {
@@ -95,7 +86,7 @@ Result<std::vector<OwnedTensor>> StreamingConverter::Convert(std::string_view na
   auto n_bytes = n_el ? ByteSize(t.dtype, *n_el) : std::nullopt;
   if (!n_bytes || *n_bytes != t.nbytes || (t.nbytes && !t.data)) {
     return Status::InvalidArgument("'" + std::string(name) + "': " + std::to_string(t.nbytes) + " bytes do not match " +
-                                   std::string(DTypeName(t.dtype)) + " " + ShapeStr(t.shape));
+                                   std::string(DTypeName(t.dtype)) + " " + internal::ShapeString(t.shape));
   }
   const std::string n = s_->rules.Rename(name, Direction::kToFused);
   if (s_->direction == Direction::kToFused) {
@@ -133,7 +124,7 @@ Result<std::vector<OwnedTensor>> StreamingConverter::State::Fuse(const RuleSet::
     if (f.transpose) {
       if (t.shape.size() != 2 || DTypeBits(t.dtype) % 8) {
         return Status::Corrupt(p.out.name + ": fusion \"" + f.name + "\" transposes 2-D byte-sized sources, got '" +
-                               name + "' " + ShapeStr(t.shape));
+                               name + "' " + internal::ShapeString(t.shape));
       }
       p.geo = internal::ConcatGeometry{1, t.nbytes, K};
       p.out.shape = {p.experts, t.shape[1] * K, t.shape[0]};
@@ -156,8 +147,8 @@ Result<std::vector<OwnedTensor>> StreamingConverter::State::Fuse(const RuleSet::
   }
   if (t.dtype != p.dtype || t.shape != p.source_shape) {
     return Status::Corrupt(label + ": expert " + std::to_string(m.expert) + " " + SourceLabel(m.fusion, m.source) +
-                           " is " + std::string(DTypeName(t.dtype)) + " " + ShapeStr(t.shape) + ", expected " +
-                           std::string(DTypeName(p.dtype)) + " " + ShapeStr(p.source_shape));
+                           " is " + std::string(DTypeName(t.dtype)) + " " + internal::ShapeString(t.shape) + ", expected " +
+                           std::string(DTypeName(p.dtype)) + " " + internal::ShapeString(p.source_shape));
   }
   uint8_t& slot = p.arrived[static_cast<uint64_t>(m.expert) * K + m.source];
   if (slot) {
@@ -193,13 +184,13 @@ Result<std::vector<OwnedTensor>> StreamingConverter::State::Split(const RuleSet:
   const uint64_t K = f.sources.size();
   MOEPACK_ASSIGN_OR_RETURN(int64_t E, rules.NumExperts(config, m.prefix));
   if (t.shape.size() < 2 || t.shape[0] != static_cast<uint64_t>(E)) {
-    return Status::Corrupt("'" + name + "': fused shape " + ShapeStr(t.shape) + " does not start with the " +
+    return Status::Corrupt("'" + name + "': fused shape " + internal::ShapeString(t.shape) + " does not start with the " +
                            std::to_string(E) + " experts that config.json declares");
   }
   std::vector<uint64_t> per(t.shape.begin() + 1, t.shape.end());
   const size_t axis = f.transpose ? 0 : static_cast<size_t>(f.concat_dim - 1);
   if (axis >= per.size() || per[axis] % K || (f.transpose && (per.size() != 2 || DTypeBits(t.dtype) % 8))) {
-    return Status::Corrupt("'" + name + "': shape " + ShapeStr(t.shape) + " cannot be split by fusion \"" + f.name + "\"");
+    return Status::Corrupt("'" + name + "': shape " + internal::ShapeString(t.shape) + " cannot be split by fusion \"" + f.name + "\"");
   }
   per[axis] /= K;
   const std::vector<uint64_t> piece = f.transpose ? std::vector<uint64_t>{per[1], per[0]} : per;
@@ -239,17 +230,17 @@ Result<std::vector<OwnedTensor>> StreamingConverter::State::TransposeWhole(const
   MOEPACK_ASSIGN_OR_RETURN(auto v5, rules.EvalShape(config, r.v5_shape, E));
   const bool is_hub = t.shape == hub, is_v5 = t.shape == v5;
   if (!is_hub && !is_v5) {
-    return Status::Corrupt("'" + name + "': shape " + ShapeStr(t.shape) + " is neither the Hub layout " +
-                           ShapeStr(hub) + " nor the v5 layout " + ShapeStr(v5));
+    return Status::Corrupt("'" + name + "': shape " + internal::ShapeString(t.shape) + " is neither the Hub layout " +
+                           internal::ShapeString(hub) + " nor the v5 layout " + internal::ShapeString(v5));
   }
   bool from_hub = is_hub;
   if (layout != SourceLayout::kUnspecified) {
     from_hub = layout == SourceLayout::kHub;
     if ((from_hub && !is_hub) || (!from_hub && !is_v5)) {
-      return Status::InvalidArgument("'" + name + "': shape " + ShapeStr(t.shape) + " is not the layout that the source layout names");
+      return Status::InvalidArgument("'" + name + "': shape " + internal::ShapeString(t.shape) + " is not the layout that the source layout names");
     }
   } else if (is_hub && is_v5) {
-    return Status::InvalidArgument("'" + name + "': shape " + ShapeStr(t.shape) +
+    return Status::InvalidArgument("'" + name + "': shape " + internal::ShapeString(t.shape) +
                                    " fits both the Hub and the v5 layout; say which (source layout hf or v5)");
   }
   OwnedTensor o;
@@ -280,7 +271,7 @@ Result<std::vector<OwnedTensor>> StreamingConverter::Finalize() {
     const uint64_t K = s_->rules.fusions()[p.fusion].sources.size();
     std::string line = p.out.name + " incomplete (" + std::to_string(p.experts) + " experts):";
     for (uint64_t k = 0; k < K; ++k) {
-      line += " " + s_->SourceLabel(p.fusion, static_cast<int>(k)) + " arrived for experts " + IdList(p.arrived, K, k) + ";";
+      line += " " + s_->SourceLabel(p.fusion, static_cast<int>(k)) + " arrived for experts " + Arrived(p.arrived, K, k) + ";";
     }
     problems += (problems.empty() ? "" : " ") + line;
   }

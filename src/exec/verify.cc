@@ -22,6 +22,7 @@
 #include "moepack/convert.h"
 #include "plan/slicing.h"
 #include "util/file.h"
+#include "util/strings.h"
 
 namespace moepack {
 namespace {
@@ -201,12 +202,6 @@ Status HashAll(Side& side, int threads, uint64_t& bytes) {
   return first;
 }
 
-std::string ShapeStr(const std::vector<uint64_t>& s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
-
 // The first name-level difference between what the plan says DST must hold
 // and what it holds, or "" when they agree.
 std::string CompareNames(const Plan& plan, const Checkpoint& dst) {
@@ -217,7 +212,7 @@ std::string CompareNames(const Plan& plan, const Checkpoint& dst) {
     if (!loc) return "DST lacks tensor '" + t.name + "'";
     if (loc->info->dtype != t.dtype || loc->info->shape != t.shape) {
       return "DST tensor '" + t.name + "' is " + std::string(DTypeName(loc->info->dtype)) + " " +
-             ShapeStr(loc->info->shape) + ", expected " + std::string(DTypeName(t.dtype)) + " " + ShapeStr(t.shape);
+             internal::ShapeString(loc->info->shape) + ", expected " + std::string(DTypeName(t.dtype)) + " " + internal::ShapeString(t.shape);
     }
   }
   for (const auto& n : dst.names()) {
@@ -404,8 +399,8 @@ Result<VerifyReport> Verify(const std::string& src_path, const std::string& dst_
     }
     const Piece& s = *it->second;
     if (s.dtype != p->dtype || s.shape != p->shape) {
-      report.problem = p->where + " is " + std::string(DTypeName(p->dtype)) + " " + ShapeStr(p->shape) + " but " +
-                       s.where + " in SRC is " + std::string(DTypeName(s.dtype)) + " " + ShapeStr(s.shape);
+      report.problem = p->where + " is " + std::string(DTypeName(p->dtype)) + " " + internal::ShapeString(p->shape) + " but " +
+                       s.where + " in SRC is " + std::string(DTypeName(s.dtype)) + " " + internal::ShapeString(s.shape);
       return report;
     }
     if (!XXH128_isEqual(s.hash, p->hash)) {

@@ -9,6 +9,7 @@
 
 #include "moepack/plan.h"
 #include "plan/slicing.h"
+#include "util/strings.h"
 
 #include <nlohmann/json.hpp>
 
@@ -25,23 +26,7 @@ struct Source {
   uint64_t abs_begin() const { return data_start + info->begin; }
 };
 
-std::string ShapeStr(const std::vector<uint64_t>& s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
-
-std::string IdList(const std::vector<int64_t>& ids) {
-  std::string out;
-  for (size_t i = 0; i < ids.size(); ++i) {
-    size_t j = i;
-    while (j + 1 < ids.size() && ids[j + 1] == ids[j] + 1) ++j;
-    out += (out.empty() ? "" : ",") + std::to_string(ids[i]);
-    if (j > i) out += "-" + std::to_string(ids[j]);
-    i = j;
-  }
-  return out.empty() ? "none" : out;
-}
+using internal::IdRanges;
 
 // The part of a name after the expert index, for messages: "up_proj.weight".
 std::string SourceLabel(const RuleSet& rules, int fusion, int source) {
@@ -203,7 +188,7 @@ Status Planner::FinishGroups() {
         if (!g.experts.count(j)) missing.push_back(j);
       }
       return Status::Corrupt(label + ": " + SourceLabel(rules_, g.fusion, 0) + " missing for experts " +
-                             IdList(missing) + " (config.json says " + std::to_string(E) + " experts, found " +
+                             IdRanges(missing) + " (config.json says " + std::to_string(E) + " experts, found " +
                              std::to_string(present.size()) + ")");
     }
     MOEPACK_RETURN_IF_ERROR(AddFused(g));
@@ -231,8 +216,8 @@ Status Planner::AddFused(const FuseGroup& g) {
       if (t.shape != shape) {
         return Status::Corrupt(label + ": expert " + std::to_string(j) + " " +
                                SourceLabel(rules_, g.fusion, static_cast<int>(k)) + " has shape " +
-                               ShapeStr(t.shape) + " but expert " + std::to_string(g.experts.begin()->first) + " " +
-                               SourceLabel(rules_, g.fusion, 0) + " has " + ShapeStr(shape) +
+                               internal::ShapeString(t.shape) + " but expert " + std::to_string(g.experts.begin()->first) + " " +
+                               SourceLabel(rules_, g.fusion, 0) + " has " + internal::ShapeString(shape) +
                                " (fused sources must share one shape)");
       }
     }
@@ -246,7 +231,7 @@ Status Planner::AddFused(const FuseGroup& g) {
   const uint64_t E = g.experts.size();
   fused_dtype_[{g.fusion, g.prefix}] = dtype;
   if (f.transpose) {
-    if (shape.size() != 2) return Status::Corrupt(label + ": " + rule_label + " transposes 2-D sources, got " + ShapeStr(shape));
+    if (shape.size() != 2) return Status::Corrupt(label + ": " + rule_label + " transposes 2-D sources, got " + internal::ShapeString(shape));
     if (DTypeBits(dtype) % 8) return Status::Corrupt(label + ": cannot transpose " + std::string(DTypeName(dtype)));
     out.shape = {E, shape[1] * K, shape[0]};
     const uint64_t src_bytes = first->info->nbytes();
@@ -295,14 +280,14 @@ Status Planner::AddSplit(const Source& s, const RuleSet::TargetMatch& m) {
   const std::string rule_label = "fusion \"" + f.name + "\"";
   MOEPACK_ASSIGN_OR_RETURN(int64_t E, Experts(m.prefix));
   if (t.shape.size() < 2 || t.shape[0] != static_cast<uint64_t>(E)) {
-    return Status::Corrupt("'" + s.name + "': fused shape " + ShapeStr(t.shape) + " does not start with the " +
+    return Status::Corrupt("'" + s.name + "': fused shape " + internal::ShapeString(t.shape) + " does not start with the " +
                            std::to_string(E) + " experts that config.json declares");
   }
   fused_dtype_[{m.fusion, m.prefix}] = t.dtype;
   std::vector<uint64_t> per(t.shape.begin() + 1, t.shape.end());
   const size_t axis = f.transpose ? 0 : static_cast<size_t>(f.concat_dim - 1);
   if (axis >= per.size() || per[axis] % K) {
-    return Status::Corrupt("'" + s.name + "': shape " + ShapeStr(t.shape) + " cannot split into " +
+    return Status::Corrupt("'" + s.name + "': shape " + internal::ShapeString(t.shape) + " cannot split into " +
                            std::to_string(K) + " sources along dim " + std::to_string(axis + 1) + " (" +
                            rule_label + ")");
   }
@@ -353,18 +338,18 @@ Status Planner::AddTranspose(const Source& s, const RuleSet::TransposeMatch& m) 
   const bool is_hub = t.shape == hub, is_v5 = t.shape == v5;
   const std::string name = opt_.direction == Direction::kToFused ? rules_.Rename(s.name, Direction::kToFused) : s.name;
   if (!is_hub && !is_v5) {
-    return Status::Corrupt("'" + s.name + "': shape " + ShapeStr(t.shape) + " is neither the Hub layout " +
-                           ShapeStr(hub) + " nor the v5 layout " + ShapeStr(v5) + " (transpose \"" + r.name + "\")");
+    return Status::Corrupt("'" + s.name + "': shape " + internal::ShapeString(t.shape) + " is neither the Hub layout " +
+                           internal::ShapeString(hub) + " nor the v5 layout " + internal::ShapeString(v5) + " (transpose \"" + r.name + "\")");
   }
   bool from_hub;
   if (opt_.source_layout != SourceLayout::kUnspecified) {
     from_hub = opt_.source_layout == SourceLayout::kHub;
     if ((from_hub && !is_hub) || (!from_hub && !is_v5)) {
-      return Status::InvalidArgument("'" + s.name + "': shape " + ShapeStr(t.shape) + " is not the " +
+      return Status::InvalidArgument("'" + s.name + "': shape " + internal::ShapeString(t.shape) + " is not the " +
                                      (from_hub ? "Hub" : "v5") + " layout that --source-layout names");
     }
   } else if (is_hub && is_v5) {
-    return Status::InvalidArgument("'" + s.name + "': shape " + ShapeStr(t.shape) +
+    return Status::InvalidArgument("'" + s.name + "': shape " + internal::ShapeString(t.shape) +
                                    " fits both the Hub and the v5 layout (its last two dims are equal); "
                                    "pass --source-layout hf or --source-layout v5");
   } else {
