@@ -8,7 +8,8 @@ namespace moepack::cli {
 
 Action DefineConvert(CLI::App& sub) {
   struct Flags {
-    std::string src, dst, to = "fused", model_type, rules, max_shard = "5GB", source_layout;
+    std::string src, dst, to = "fused", max_shard = "5GB";
+    RuleFlags rules;
     int threads = 0;
     bool dry_run = false, json = false, force = false;
   };
@@ -16,11 +17,8 @@ Action DefineConvert(CLI::App& sub) {
   sub.add_option("SRC", f->src, "Source model directory")->required();
   sub.add_option("DST", f->dst, "Destination directory (created; must not exist unless --force)");
   sub.add_option("--to", f->to, "Target layout")->check(CLI::IsMember({"fused", "per-expert"}));
-  sub.add_option("--model-type", f->model_type, "Family rules to use instead of config.json's model_type");
-  sub.add_option("--rules", f->rules, "A rule file (JSON) instead of a built-in family");
+  AddRuleFlags(sub, f->rules);
   sub.add_option("--max-shard-size", f->max_shard, "Largest output shard, e.g. 5GB, 500MB (decimal units)");
-  sub.add_option("--source-layout", f->source_layout, "Layout of fused tensors whose shape is ambiguous")
-      ->check(CLI::IsMember({"hf", "v5"}));
   sub.add_option("--threads", f->threads, "Worker threads (default: one per core)")->check(CLI::Range(0, 64));
   sub.add_flag("--dry-run", f->dry_run, "Plan and validate only; write nothing");
   sub.add_flag("--json", f->json, "Print the plan summary as JSON");
@@ -37,12 +35,10 @@ Action DefineConvert(CLI::App& sub) {
     }
     ConvertOptions o;
     o.direction = f->to == "fused" ? Direction::kToFused : Direction::kToPerExpert;
-    o.model_type = f->model_type;
-    o.rules_file = f->rules;
+    o.model_type = f->rules.model_type;
+    o.rules_file = f->rules.rules;
     o.max_shard_size = *size;
-    o.source_layout = f->source_layout.empty() ? SourceLayout::kUnspecified
-                      : f->source_layout == "hf" ? SourceLayout::kHub
-                                                 : SourceLayout::kV5;
+    o.source_layout = ToSourceLayout(f->rules.source_layout);
     o.threads = f->threads;
     o.force = f->force;
     o.dry_run = f->dry_run;

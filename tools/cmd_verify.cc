@@ -9,30 +9,26 @@ namespace moepack::cli {
 
 Action DefineVerify(CLI::App& sub) {
   struct Flags {
-    std::string src, dst, model_type, rules, source_layout;
+    std::string src, dst;
+    RuleFlags rules;
     int threads = 0;
     bool json = false, forward = false;
   };
   auto f = std::make_shared<Flags>();
   sub.add_option("SRC", f->src, "The original checkpoint")->required();
   sub.add_option("DST", f->dst, "The converted checkpoint")->required();
-  sub.add_option("--model-type", f->model_type, "Family rules to use instead of config.json's model_type");
-  sub.add_option("--rules", f->rules, "A rule file (JSON) instead of a built-in family");
-  sub.add_option("--source-layout", f->source_layout, "Layout of SRC's ambiguous fused tensors")
-      ->check(CLI::IsMember({"hf", "v5"}));
+  AddRuleFlags(sub, f->rules);
   sub.add_option("--threads", f->threads, "Hashing threads (default: one per core)")->check(CLI::Range(0, 64));
   sub.add_flag("--json", f->json, "Print the result as JSON");
   sub.add_flag("--forward", f->forward,
                "Also run a reference MoE layer per layer with SRC's and DST's experts; the outputs must be equal");
   return [f] {
     VerifyOptions o;
-    o.model_type = f->model_type;
-    o.rules_file = f->rules;
+    o.model_type = f->rules.model_type;
+    o.rules_file = f->rules.rules;
     o.threads = f->threads;
     o.forward = f->forward;
-    o.source_layout = f->source_layout.empty() ? SourceLayout::kUnspecified
-                      : f->source_layout == "hf" ? SourceLayout::kHub
-                                                 : SourceLayout::kV5;
+    o.source_layout = ToSourceLayout(f->rules.source_layout);
     auto r = Verify(f->src, f->dst, o);
     if (!r.ok()) return Fail(r.status());
     if (f->json) {

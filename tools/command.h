@@ -7,6 +7,7 @@
 #include <functional>
 #include <string>
 
+#include "moepack/plan.h"
 #include "moepack/status.h"
 
 namespace moepack::cli {
@@ -31,6 +32,15 @@ int Fail(const Status& status);
 Result<uint64_t> ParseSize(const std::string& text);
 
 bool StdoutIsTerminal();
+
+// Flags that pick the conversion rules, shared by convert and verify.
+struct RuleFlags {
+  std::string model_type;
+  std::string rules;
+  std::string source_layout;  // "", "hf" or "v5"
+};
+void AddRuleFlags(CLI::App& sub, RuleFlags& flags);
+SourceLayout ToSourceLayout(const std::string& flag);
 
 Action DefineInspect(CLI::App& sub);
 Action DefineSynth(CLI::App& sub);

@@ -44,4 +44,18 @@ Result<uint64_t> ParseSize(const std::string& text) {
 
 bool StdoutIsTerminal() { return ::isatty(STDOUT_FILENO) == 1; }
 
+void AddRuleFlags(CLI::App& sub, RuleFlags& flags) {
+  sub.add_option("--model-type", flags.model_type, "Family rules to use instead of config.json's model_type");
+  sub.add_option("--rules", flags.rules, "A rule file (JSON) instead of a built-in family");
+  sub.add_option("--source-layout", flags.source_layout,
+                 "Layout of fused tensors whose shape cannot tell: hf (the Hub's) or v5")
+      ->check(CLI::IsMember({"hf", "v5"}));
+}
+
+SourceLayout ToSourceLayout(const std::string& flag) {
+  if (flag == "hf") return SourceLayout::kHub;
+  if (flag == "v5") return SourceLayout::kV5;
+  return SourceLayout::kUnspecified;
+}
+
 }  // namespace moepack::cli
