@@ -1,3 +1,5 @@
+#include <atomic>
+#include <csignal>
 #include <iostream>
 
 #include "command.h"
@@ -5,6 +7,13 @@
 #include "progress.h"
 
 namespace moepack::cli {
+namespace {
+
+std::atomic<bool> g_interrupted{false};
+
+void OnInterrupt(int) { g_interrupted.store(true); }
+
+}  // namespace
 
 Action DefineConvert(CLI::App& sub) {
   struct Flags {
@@ -44,6 +53,11 @@ Action DefineConvert(CLI::App& sub) {
     o.dry_run = f->dry_run;
     ProgressBar bar(StdoutIsTerminal() && !f->json);
     o.progress = bar.Callback();
+    // Ctrl-C or a polite kill stops the workers so that the temporary output
+    // is removed instead of left for the next run to clean.
+    o.cancel = &g_interrupted;
+    std::signal(SIGINT, OnInterrupt);
+    std::signal(SIGTERM, OnInterrupt);
     auto r = Convert(f->src, f->dst, o);
     bar.Finish();
     if (!r.ok()) return Fail(r.status());

@@ -24,6 +24,7 @@ struct ConvertOptions {
   bool force = false;
   bool dry_run = false;
   std::function<void(uint64_t done, uint64_t total)> progress;
+  const std::atomic<bool>* cancel = nullptr;  // see ExecuteOptions
 };
 
 struct ConvertResult {

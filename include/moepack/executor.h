@@ -6,6 +6,7 @@
 // by a killed run is recognised and removed by the next run.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -21,6 +22,9 @@ struct ExecuteOptions {
   bool force = false;  // replace an existing DST (atomically)
   // Called from worker threads as bytes land; must be thread-safe and cheap.
   std::function<void(uint64_t done, uint64_t total)> progress;
+  // When set and it becomes true (e.g. from a SIGINT handler), workers stop
+  // and the temporary output is removed; Execute returns an error.
+  const std::atomic<bool>* cancel = nullptr;
 };
 
 struct ExecuteReport {

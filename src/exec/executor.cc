@@ -185,6 +185,12 @@ Result<ExecuteReport> Execute(const Plan& plan, const std::string& dst, const Ex
     bool use_cfr = true;
     for (;;) {
       if (failed.load(std::memory_order_relaxed)) return;
+      if (options.cancel && options.cancel->load(std::memory_order_relaxed)) {
+        std::lock_guard<std::mutex> lock(mu);
+        if (first_error.ok()) first_error = Status::IOError(dst + ": interrupted; nothing was written");
+        failed = true;
+        return;
+      }
       const size_t i = next.fetch_add(1);
       if (i >= jobs.size()) return;
       const Job& j = jobs[i];
