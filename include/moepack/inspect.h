@@ -18,6 +18,7 @@ struct InspectReport {
   // per-expert | fused | fused-transposed | stacked | dense | mixed
   std::string layout;
   std::map<std::string, uint64_t> layout_counts;  // MoE layers per layout
+  std::map<std::string, std::string> layer_layouts;  // experts' name prefix -> layout
   uint64_t num_tensors = 0;
   uint64_t total_bytes = 0;
   uint64_t moe_layers = 0;

@@ -93,7 +93,9 @@ Result<InspectReport> Inspect(const std::string& path) {
   }
   r.family = family;
   for (const auto& [prefix, layouts] : groups) {
-    r.layout_counts[layouts.size() == 1 ? *layouts.begin() : "mixed"]++;
+    const std::string l = layouts.size() == 1 ? *layouts.begin() : "mixed";
+    r.layout_counts[l]++;
+    r.layer_layouts[prefix] = l;
   }
   r.moe_layers = groups.size();
   if (r.layout_counts.empty()) r.layout = "dense";
@@ -111,6 +113,7 @@ std::string InspectToJson(const InspectReport& r) {
   j["family"] = r.family;
   j["layout"] = r.layout;
   j["layouts"] = r.layout_counts;
+  j["layers"] = r.layer_layouts;
   j["num_tensors"] = r.num_tensors;
   j["total_bytes"] = r.total_bytes;
   j["moe_layers"] = r.moe_layers;
