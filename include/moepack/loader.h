@@ -1,0 +1,126 @@
+// The rank-aware runtime loader: hands a training or inference process the
+// converted state dict one tensor at a time, reading from disk only the bytes
+// that process needs.
+//
+//   auto loader = Loader::Open(dir, {.parallel = {.ep_rank = r, .ep_size = 4}});
+//   for (size_t i = 0; i < loader->tensors().size(); ++i) {
+//     auto& t = loader->tensors()[i];           // name, dtype, the rank's shape
+//     loader->ReadInto(i, buffer_of(t.nbytes), t.nbytes);
+//   }
+//
+// It runs on the planner: the plan of the conversion (per-expert or fused
+// source, to either layout) says for every output tensor which source bytes
+// make which output bytes (CopyRange, TransposeBlock). The loader works out
+// the output bytes the rank needs, intersects them with those ranges and
+// preads only the intersection, straight to its place in the caller's buffer.
+// No conversion is written to disk and no full fused tensor is held.
+//
+// Parallel slicing (only with Direction::kToFused) applies to fused expert
+// tensors, [E, A, B], recognised through the rules (a fusion target or a
+// transpose pattern); every other tensor is given whole to every rank:
+//   expert parallel  rank r of ep_size gets experts [r*E/ep, (r+1)*E/ep);
+//                    E % ep_size != 0 is an error.
+//   tensor parallel  over the expert intermediate dim I, rank t of tp_size,
+//                    with Il = I / tp_size (I % tp_size != 0 is an error):
+//                    gate_up_proj [E, 2I, H] -> [E_local, 2*Il, H]: gate rows
+//                    [t*Il, (t+1)*Il) then the up rows of the same range;
+//                    down_proj [E, H, I] -> [E_local, H, Il]: the same columns.
+//                    The tensors are recognised by the rule names
+//                    "gate_up_proj" and "down_proj"; another fused expert
+//                    tensor under tensor parallelism is an error.
+//   block scales     gate_up_proj_scale_inv / down_proj_scale_inv (rules with
+//                    scale_of) are cut the same way in units of the quantization
+//                    block (config.json quantization_config.weight_block_size,
+//                    else 128x128); a tensor-parallel slice that does not start
+//                    and end on block boundaries is an error.
+//
+// Thread safety: after Open, a Loader is immutable except for its read
+// counters (atomic); ReadInto may be called from several threads at once.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "moepack/dtype.h"
+#include "moepack/plan.h"
+#include "moepack/rules.h"
+#include "moepack/status.h"
+#include "moepack/streaming.h"
+
+namespace moepack {
+
+struct ParallelSpec {
+  int ep_rank = 0;
+  int ep_size = 1;
+  int tp_rank = 0;
+  int tp_size = 1;
+  bool parallel() const { return ep_size > 1 || tp_size > 1; }
+};
+
+struct LoadOptions {
+  Direction direction = Direction::kToFused;
+  std::string model_type;  // overrides config.json
+  std::string rules_file;  // a user's rule file instead of a built-in family
+  SourceLayout source_layout = SourceLayout::kUnspecified;
+  ParallelSpec parallel;
+  // Every source tensor under its own name, unconverted (no rules, no
+  // config.json needed): what a user's own streaming converter consumes.
+  // REQUIRES: !parallel.parallel()
+  bool raw = false;
+};
+
+// One tensor as the rank receives it.
+struct LoadTensor {
+  std::string name;
+  DType dtype = DType::U8;
+  std::vector<uint64_t> shape;       // the rank's part
+  std::vector<uint64_t> full_shape;  // the whole converted tensor
+  uint64_t nbytes = 0;               // bytes of the rank's part
+  // "whole", or what was cut: "experts", "tp", "experts+tp".
+  std::string split = "whole";
+  // Element intervals of the full tensor that make the rank's part:
+  // experts [expert_begin, expert_end) x dim1 x dim2, each dim's intervals
+  // concatenated in order. Meaningful only when split != "whole".
+  uint64_t expert_begin = 0, expert_end = 0;
+  std::vector<std::pair<uint64_t, uint64_t>> dim1, dim2;
+};
+
+class Loader {
+ public:
+  // `path` is a model directory, an index file or one .safetensors file.
+  // Reads headers only; every error the planner or the slicing can find is
+  // reported here, before a tensor byte is read.
+  static Result<Loader> Open(const std::string& path, const LoadOptions& options);
+
+  Loader(Loader&&) noexcept;
+  Loader& operator=(Loader&&) noexcept;
+  ~Loader();
+
+  // In reading order: by the source shard and offset of each tensor's first
+  // byte, so that reading them in turn walks the checkpoint shard by shard.
+  const std::vector<LoadTensor>& tensors() const;
+  const std::string& family() const;  // empty for a raw load
+  // Tensor bytes of the whole converted checkpoint, and the rank's share.
+  uint64_t total_bytes() const;
+  uint64_t rank_bytes() const;
+
+  // Reads tensor i's part into `dst`, which holds exactly `size` ==
+  // tensors()[i].nbytes bytes, row-major.
+  Status ReadInto(size_t i, void* dst, uint64_t size) const;
+  Result<OwnedTensor> Read(size_t i) const;
+
+  // Bytes read from disk and pread calls made so far, over all ReadInto.
+  uint64_t bytes_read() const;
+  uint64_t read_calls() const;
+  void ResetCounters() const;
+
+ private:
+  struct State;
+  explicit Loader(std::unique_ptr<State> s);
+  std::unique_ptr<State> s_;
+};
+
+}  // namespace moepack

@@ -1,0 +1,545 @@
+// A rank's part of a tensor is a product of element intervals over the
+// tensor seen as [E, A, B]: experts x dim-1 intervals x dim-2 intervals. As
+// bytes of the full tensor that is a sorted list of runs; the plan's copy
+// ranges are sorted by destination too, so one merge-like sweep finds every
+// overlap, and each overlap is one pread into the rank's buffer (adjacent
+// ones coalesced). Transpose blocks (fused-transposed sources) are read as
+// the sub-matrix the rank needs: for each needed source row, the needed
+// column intervals.
+#include "moepack/loader.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <limits>
+#include <numeric>
+#include <optional>
+#include <unordered_map>
+
+#include <nlohmann/json.hpp>
+
+#include "exec/transpose.h"
+#include "moepack/checkpoint.h"
+#include "moepack/convert.h"
+#include "util/file.h"
+
+namespace moepack {
+namespace {
+
+using internal::File;
+using Intervals = std::vector<std::pair<uint64_t, uint64_t>>;
+
+std::string ShapeStr(const std::vector<uint64_t>& s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+uint64_t Total(const Intervals& v) {
+  uint64_t n = 0;
+  for (const auto& [a, b] : v) n += b - a;
+  return n;
+}
+
+// Which fused expert tensor a name is, from the rules.
+struct Role {
+  enum Kind { kNone, kGateUp, kDown, kOther } kind = kNone;
+  bool scale = false;
+  std::string rule;    // the fusion or transpose rule
+  std::string weight;  // for a scale: the name of the weight it scales
+};
+
+Role Classify(const RuleSet& rules, const std::string& name) {
+  Role r;
+  std::string role;
+  if (auto m = rules.MatchTarget(name); m && !rules.MatchSource(name)) {
+    const FusionRule& f = rules.fusions()[m->fusion];
+    r.rule = f.name;
+    role = f.name;
+    if (!f.scale_of.empty()) {
+      r.scale = true;
+      role = f.scale_of;
+      for (size_t g = 0; g < rules.fusions().size(); ++g) {
+        if (rules.fusions()[g].name == f.scale_of) r.weight = rules.TargetName(static_cast<int>(g), m->prefix);
+      }
+    }
+  } else if (auto t = rules.MatchTranspose(name)) {
+    r.rule = rules.transposes()[t->rule].name;
+    role = r.rule;
+  } else {
+    return r;
+  }
+  r.kind = role == "gate_up_proj" ? Role::kGateUp : role == "down_proj" ? Role::kDown : Role::kOther;
+  return r;
+}
+
+// quantization_config.weight_block_size of config.json (top level or
+// text_config), else the 128x128 blocks of DeepSeek-V3 and the *-FP8 models.
+std::pair<uint64_t, uint64_t> BlockSize(const std::optional<ModelConfig>& config) {
+  std::pair<uint64_t, uint64_t> bs{128, 128};
+  if (!config) return bs;
+  nlohmann::json j = nlohmann::json::parse(config->text(), nullptr, /*allow_exceptions=*/false);
+  for (const nlohmann::json* c : {&j, j.is_object() && j.contains("text_config") ? &j["text_config"] : nullptr}) {
+    if (!c || !c->is_object() || !c->contains("quantization_config")) continue;
+    const auto& q = (*c)["quantization_config"];
+    if (!q.is_object() || !q.contains("weight_block_size")) continue;
+    const auto& w = q["weight_block_size"];
+    if (w.is_array() && w.size() == 2 && w[0].is_number_unsigned() && w[1].is_number_unsigned() &&
+        w[0].get<uint64_t>() > 0 && w[1].get<uint64_t>() > 0) {
+      return {w[0].get<uint64_t>(), w[1].get<uint64_t>()};
+    }
+  }
+  return bs;
+}
+
+// Coalesces reads that continue each other in the file and in memory.
+class Reader {
+ public:
+  Reader(const std::vector<File>& files, std::atomic<uint64_t>& bytes, std::atomic<uint64_t>& calls)
+      : files_(files), bytes_(bytes), calls_(calls) {}
+  ~Reader() = default;
+
+  Status Add(uint32_t file, uint64_t offset, uint8_t* dst, uint64_t len) {
+    if (len == 0) return Status::OK();
+    if (len_ && file == file_ && offset == offset_ + len_ && dst == dst_ + len_) {
+      len_ += len;
+      return Status::OK();
+    }
+    MOEPACK_RETURN_IF_ERROR(Flush());
+    file_ = file;
+    offset_ = offset;
+    dst_ = dst;
+    len_ = len;
+    return Status::OK();
+  }
+
+  Status Flush() {
+    if (!len_) return Status::OK();
+    const uint64_t n = len_;
+    len_ = 0;
+    MOEPACK_RETURN_IF_ERROR(files_[file_].ReadAt(offset_, dst_, n));
+    bytes_.fetch_add(n, std::memory_order_relaxed);
+    calls_.fetch_add(1, std::memory_order_relaxed);
+    return Status::OK();
+  }
+
+ private:
+  const std::vector<File>& files_;
+  std::atomic<uint64_t>& bytes_;
+  std::atomic<uint64_t>& calls_;
+  uint32_t file_ = 0;
+  uint64_t offset_ = 0;
+  uint8_t* dst_ = nullptr;
+  uint64_t len_ = 0;
+};
+
+// Bytes [full, full + len) of the full tensor land at [rank, rank + len) of
+// the rank's buffer.
+struct Run {
+  uint64_t full, len, rank;
+};
+
+}  // namespace
+
+struct Loader::State {
+  Plan plan;
+  std::vector<File> files;
+  std::vector<LoadTensor> tensors;
+  std::vector<uint32_t> plan_index;  // tensors[i] is plan.tensors[plan_index[i]]
+  struct View {
+    uint64_t A = 1, B = 1;  // the tensor seen as [E, A, B]
+  };
+  std::vector<View> views;
+  std::string family;
+  uint64_t rank_bytes = 0;
+  mutable std::atomic<uint64_t> bytes_read{0};
+  mutable std::atomic<uint64_t> read_calls{0};
+
+  std::vector<Run> Runs(size_t i) const;
+  Status ReadTransposed(size_t i, const TransposeBlock& b, uint8_t* dst, const std::vector<Run>& runs,
+                        Reader& reader) const;
+};
+
+std::vector<Run> Loader::State::Runs(size_t i) const {
+  const LoadTensor& t = tensors[i];
+  std::vector<Run> runs;
+  if (t.split == "whole") {
+    if (t.nbytes) runs.push_back(Run{0, t.nbytes, 0});
+    return runs;
+  }
+  const uint64_t eb = static_cast<uint64_t>(DTypeBits(t.dtype) / 8);
+  const uint64_t A = views[i].A, B = views[i].B;
+  const bool full_rows = t.dim2.size() == 1 && t.dim2[0].first == 0 && t.dim2[0].second == B;
+  uint64_t rank = 0;
+  auto push = [&](uint64_t full, uint64_t len) {
+    if (!runs.empty() && runs.back().full + runs.back().len == full && runs.back().rank + runs.back().len == rank) {
+      runs.back().len += len;
+    } else {
+      runs.push_back(Run{full, len, rank});
+    }
+    rank += len;
+  };
+  for (uint64_t e = t.expert_begin; e < t.expert_end; ++e) {
+    for (const auto& [a0, a1] : t.dim1) {
+      if (full_rows) {
+        push((e * A + a0) * B * eb, (a1 - a0) * B * eb);
+        continue;
+      }
+      for (uint64_t a = a0; a < a1; ++a) {
+        for (const auto& [b0, b1] : t.dim2) push(((e * A + a) * B + b0) * eb, (b1 - b0) * eb);
+      }
+    }
+  }
+  return runs;
+}
+
+// A TransposeBlock writes the transpose [cols, rows] of a source [rows, cols]
+// matrix at dst_offset of the full tensor. When that region is whole rows of
+// the [E*A, B] view (rows == B), the rank's part of it is a sub-matrix:
+// the needed output rows (source columns) x dim-2 (source rows).
+Status Loader::State::ReadTransposed(size_t i, const TransposeBlock& b, uint8_t* dst, const std::vector<Run>& runs,
+                                     Reader& reader) const {
+  const LoadTensor& t = tensors[i];
+  const uint64_t eb = b.elem_bytes;
+  const uint64_t block_bytes = b.rows * b.cols * eb;
+  std::vector<uint8_t> in(block_bytes), out(block_bytes);
+  if (t.split == "whole") {
+    MOEPACK_RETURN_IF_ERROR(reader.Add(b.src_file, b.src_offset, in.data(), block_bytes));
+    MOEPACK_RETURN_IF_ERROR(reader.Flush());
+    internal::Transpose(in.data(), dst + b.dst_offset, b.rows, b.cols, static_cast<uint32_t>(eb));
+    return Status::OK();
+  }
+  const uint64_t A = views[i].A, B = views[i].B;
+  const uint64_t A_rank = Total(t.dim1), B_rank = Total(t.dim2);
+  if (b.rows == B && b.dst_offset % (B * eb) == 0) {
+    const uint64_t g0 = b.dst_offset / (B * eb);
+    std::vector<std::pair<uint64_t, uint64_t>> need;  // (source column c, rank row)
+    for (uint64_t c = 0; c < b.cols; ++c) {
+      const uint64_t row = g0 + c, e = row / A, a = row % A;
+      if (e < t.expert_begin || e >= t.expert_end) continue;
+      uint64_t pos = 0;
+      for (const auto& [a0, a1] : t.dim1) {
+        if (a >= a0 && a < a1) {
+          need.emplace_back(c, (e - t.expert_begin) * A_rank + pos + (a - a0));
+          break;
+        }
+        pos += a1 - a0;
+      }
+    }
+    if (need.empty()) return Status::OK();
+    Intervals cols;
+    for (const auto& [c, r] : need) {
+      if (!cols.empty() && cols.back().second == c) {
+        ++cols.back().second;
+      } else {
+        cols.emplace_back(c, c + 1);
+      }
+    }
+    const uint64_t nC = need.size(), nR = B_rank;
+    uint64_t rp = 0;
+    for (const auto& [r0, r1] : t.dim2) {
+      for (uint64_t r = r0; r < r1; ++r, ++rp) {
+        uint64_t cp = 0;
+        for (const auto& [c0, c1] : cols) {
+          MOEPACK_RETURN_IF_ERROR(
+              reader.Add(b.src_file, b.src_offset + (r * b.cols + c0) * eb, in.data() + (rp * nC + cp) * eb, (c1 - c0) * eb));
+          cp += c1 - c0;
+        }
+      }
+    }
+    MOEPACK_RETURN_IF_ERROR(reader.Flush());
+    internal::Transpose(in.data(), out.data(), nR, nC, static_cast<uint32_t>(eb));
+    for (uint64_t k = 0; k < nC; ++k) std::memcpy(dst + need[k].second * nR * eb, out.data() + k * nR * eb, nR * eb);
+    return Status::OK();
+  }
+  // Any other shape of block: read it whole and keep the rank's bytes.
+  const uint64_t lo = b.dst_offset, hi = b.dst_offset + block_bytes;
+  bool any = false;
+  for (const Run& r : runs) any = any || (r.full < hi && r.full + r.len > lo);
+  if (!any) return Status::OK();
+  MOEPACK_RETURN_IF_ERROR(reader.Add(b.src_file, b.src_offset, in.data(), block_bytes));
+  MOEPACK_RETURN_IF_ERROR(reader.Flush());
+  internal::Transpose(in.data(), out.data(), b.rows, b.cols, static_cast<uint32_t>(eb));
+  for (const Run& r : runs) {
+    const uint64_t s = std::max(lo, r.full), e = std::min(hi, r.full + r.len);
+    if (s < e) std::memcpy(dst + r.rank + (s - r.full), out.data() + (s - lo), e - s);
+  }
+  return Status::OK();
+}
+
+Loader::Loader(std::unique_ptr<State> s) : s_(std::move(s)) {}
+Loader::Loader(Loader&&) noexcept = default;
+Loader& Loader::operator=(Loader&&) noexcept = default;
+Loader::~Loader() = default;
+
+const std::vector<LoadTensor>& Loader::tensors() const { return s_->tensors; }
+const std::string& Loader::family() const { return s_->family; }
+uint64_t Loader::total_bytes() const { return s_->plan.total_bytes; }
+uint64_t Loader::rank_bytes() const { return s_->rank_bytes; }
+uint64_t Loader::bytes_read() const { return s_->bytes_read.load(); }
+uint64_t Loader::read_calls() const { return s_->read_calls.load(); }
+void Loader::ResetCounters() const {
+  s_->bytes_read = 0;
+  s_->read_calls = 0;
+}
+
+namespace {
+
+Status CheckParallel(const ParallelSpec& p) {
+  if (p.ep_size < 1) return Status::InvalidArgument("ep_size must be at least 1, got " + std::to_string(p.ep_size));
+  if (p.tp_size < 1) return Status::InvalidArgument("tp_size must be at least 1, got " + std::to_string(p.tp_size));
+  if (p.ep_rank < 0 || p.ep_rank >= p.ep_size) {
+    return Status::InvalidArgument("ep_rank " + std::to_string(p.ep_rank) + " is outside [0, " +
+                                   std::to_string(p.ep_size) + ")");
+  }
+  if (p.tp_rank < 0 || p.tp_rank >= p.tp_size) {
+    return Status::InvalidArgument("tp_rank " + std::to_string(p.tp_rank) + " is outside [0, " +
+                                   std::to_string(p.tp_size) + ")");
+  }
+  return Status::OK();
+}
+
+// Every source tensor as it is: a plan of plain copies.
+Plan RawPlan(const Checkpoint& ckpt) {
+  Plan plan;
+  plan.src_dir = ckpt.dir();
+  for (const Shard& s : ckpt.shards()) plan.src_files.push_back(s.path);
+  for (const std::string& name : ckpt.names()) {
+    const TensorLocation* loc = ckpt.Find(name);
+    PlannedTensor t;
+    t.name = name;
+    t.dtype = loc->info->dtype;
+    t.shape = loc->info->shape;
+    t.nbytes = loc->info->nbytes();
+    if (t.nbytes) {
+      t.copies.push_back(
+          CopyRange{loc->shard, ckpt.shards()[loc->shard].header.data_start() + loc->info->begin, t.nbytes, 0});
+    }
+    plan.total_bytes += t.nbytes;
+    plan.tensors.push_back(std::move(t));
+  }
+  plan.source_tensors = plan.tensors.size();
+  return plan;
+}
+
+}  // namespace
+
+Result<Loader> Loader::Open(const std::string& path, const LoadOptions& options) {
+  const ParallelSpec& par = options.parallel;
+  MOEPACK_RETURN_IF_ERROR(CheckParallel(par));
+  if (par.parallel() && options.raw) {
+    return Status::InvalidArgument(
+        "a converter of your own sees whole tensors: ep_size/tp_size > 1 needs moepack's conversion");
+  }
+  if (par.parallel() && options.direction != Direction::kToFused) {
+    return Status::InvalidArgument("ep_size/tp_size > 1 slices fused expert tensors: load to the fused layout");
+  }
+  MOEPACK_ASSIGN_OR_RETURN(Checkpoint ckpt, Checkpoint::Open(path));
+  auto s = std::make_unique<State>();
+  std::optional<RuleSet> rules;
+  if (options.raw) {
+    s->plan = RawPlan(ckpt);
+  } else {
+    MOEPACK_ASSIGN_OR_RETURN(RuleSet r, ChooseRules(ckpt, options.model_type, options.rules_file));
+    PlanOptions po;
+    po.direction = options.direction;
+    po.max_shard_size = std::numeric_limits<uint64_t>::max();
+    po.source_layout = options.source_layout;
+    MOEPACK_ASSIGN_OR_RETURN(s->plan, MakePlan(ckpt, r, po));
+    s->family = r.family();
+    rules = std::move(r);
+  }
+  for (const std::string& p : s->plan.src_files) {
+    MOEPACK_ASSIGN_OR_RETURN(File f, File::OpenRead(p));
+    s->files.push_back(std::move(f));
+  }
+
+  // Reading order: where each tensor's bytes start in the source.
+  const auto& pts = s->plan.tensors;
+  std::vector<std::pair<uint32_t, uint64_t>> first(pts.size(), {0, 0});
+  for (size_t k = 0; k < pts.size(); ++k) {
+    auto& f = first[k];
+    f = {std::numeric_limits<uint32_t>::max(), 0};
+    for (const CopyRange& c : pts[k].copies) f = std::min(f, std::make_pair(c.src_file, c.src_offset));
+    for (const TransposeBlock& b : pts[k].transposes) f = std::min(f, std::make_pair(b.src_file, b.src_offset));
+  }
+  s->plan_index.resize(pts.size());
+  std::iota(s->plan_index.begin(), s->plan_index.end(), 0u);
+  std::stable_sort(s->plan_index.begin(), s->plan_index.end(),
+                   [&](uint32_t a, uint32_t b) { return first[a] < first[b]; });
+
+  // The intermediate size of each gate_up / down weight, for the scales.
+  std::vector<Role> roles(pts.size());
+  std::unordered_map<std::string, uint64_t> weight_I;
+  if (par.parallel()) {
+    for (size_t k = 0; k < pts.size(); ++k) {
+      roles[k] = Classify(*rules, pts[k].name);
+      const Role& r = roles[k];
+      if (r.scale || pts[k].shape.size() != 3) continue;
+      if (r.kind == Role::kGateUp) weight_I[pts[k].name] = pts[k].shape[1] / 2;
+      if (r.kind == Role::kDown) weight_I[pts[k].name] = pts[k].shape[2];
+    }
+  }
+  const auto block = BlockSize(ckpt.config());
+
+  for (uint32_t k : s->plan_index) {
+    const PlannedTensor& pt = pts[k];
+    LoadTensor t;
+    t.name = pt.name;
+    t.dtype = pt.dtype;
+    t.full_shape = pt.shape;
+    t.shape = pt.shape;
+    t.nbytes = pt.nbytes;
+    State::View view;
+    const Role& role = roles[k];
+    if (par.parallel() && role.kind != Role::kNone) {
+      const std::string& n = pt.name;
+      if (pt.shape.size() < 2) return Status::Corrupt("'" + n + "': fused expert tensor of shape " + ShapeStr(pt.shape) + " has no expert dim");
+      if (DTypeBits(pt.dtype) % 8) {
+        return Status::InvalidArgument("'" + n + "': cannot slice " + std::string(DTypeName(pt.dtype)) +
+                                       " elements, which are not whole bytes");
+      }
+      const uint64_t E = pt.shape[0];
+      if (E % static_cast<uint64_t>(par.ep_size)) {
+        return Status::InvalidArgument("ep_size " + std::to_string(par.ep_size) + " does not divide the " +
+                                       std::to_string(E) + " experts of '" + n + "'");
+      }
+      const uint64_t El = E / static_cast<uint64_t>(par.ep_size);
+      t.expert_begin = El * static_cast<uint64_t>(par.ep_rank);
+      t.expert_end = t.expert_begin + El;
+      if (pt.shape.size() == 3) {
+        view.A = pt.shape[1];
+        view.B = pt.shape[2];
+      } else {
+        view.B = 1;
+        for (size_t d = 1; d < pt.shape.size(); ++d) view.B *= pt.shape[d];
+      }
+      t.dim1 = {{0, view.A}};
+      t.dim2 = {{0, view.B}};
+      if (par.tp_size > 1) {
+        const uint64_t tp = static_cast<uint64_t>(par.tp_size), tr = static_cast<uint64_t>(par.tp_rank);
+        if (role.kind == Role::kOther) {
+          return Status::InvalidArgument("tp_size " + std::to_string(tp) + ": '" + n + "' is a fused expert tensor of rule \"" +
+                                         role.rule +
+                                         "\"; only gate_up_proj and down_proj have a known intermediate dim to split");
+        }
+        if (pt.shape.size() != 3) {
+          return Status::Corrupt("'" + n + "': fused expert tensor of shape " + ShapeStr(pt.shape) + " is not 3-D");
+        }
+        uint64_t I = 0;
+        if (!role.scale) {
+          if (role.kind == Role::kGateUp && pt.shape[1] % 2) {
+            return Status::Corrupt("'" + n + "': " + std::to_string(pt.shape[1]) +
+                                   " rows do not split into gate and up halves");
+          }
+          I = role.kind == Role::kGateUp ? pt.shape[1] / 2 : pt.shape[2];
+        } else {
+          auto it = weight_I.find(role.weight);
+          if (it == weight_I.end()) {
+            return Status::Corrupt("'" + n + "': no 3-D weight '" + role.weight + "' to take the intermediate size from");
+          }
+          I = it->second;
+        }
+        if (I % tp) {
+          return Status::InvalidArgument("tp_size " + std::to_string(tp) + " does not divide the expert intermediate size " +
+                                         std::to_string(I) + " of '" + (role.scale ? role.weight : n) + "'");
+        }
+        uint64_t Il = I / tp;
+        if (role.scale) {
+          // Scale rows (gate/up) or columns (down) cover blocks of the weight.
+          const uint64_t bs = role.kind == Role::kGateUp ? block.first : block.second;
+          const uint64_t blocks = (I + bs - 1) / bs;
+          const uint64_t have = role.kind == Role::kGateUp ? pt.shape[1] : pt.shape[2];
+          if (have != (role.kind == Role::kGateUp ? 2 * blocks : blocks)) {
+            return Status::Corrupt("'" + n + "': shape " + ShapeStr(pt.shape) + " does not hold " +
+                                   std::to_string(bs) + "-wide blocks of the intermediate size " + std::to_string(I) +
+                                   " of '" + role.weight + "'");
+          }
+          if (Il % bs) {
+            return Status::InvalidArgument("tp_size " + std::to_string(tp) + " cuts the intermediate size " +
+                                           std::to_string(I) + " of '" + role.weight + "' into slices of " +
+                                           std::to_string(Il) + ", which do not fall on the " + std::to_string(bs) +
+                                           "-wide quantization blocks of '" + n + "'");
+          }
+          Il /= bs;
+          I = blocks;
+        }
+        if (role.kind == Role::kGateUp) {
+          t.dim1 = {{tr * Il, (tr + 1) * Il}, {I + tr * Il, I + (tr + 1) * Il}};
+        } else {
+          t.dim2 = {{tr * Il, (tr + 1) * Il}};
+        }
+      }
+      t.split = par.ep_size > 1 && par.tp_size > 1 ? "experts+tp" : par.ep_size > 1 ? "experts" : "tp";
+      t.shape = pt.shape;
+      t.shape[0] = El;
+      if (pt.shape.size() == 3) {
+        t.shape[1] = Total(t.dim1);
+        t.shape[2] = Total(t.dim2);
+      }
+      auto count = NumElements(t.shape);
+      t.nbytes = count ? ByteSize(t.dtype, *count).value_or(0) : 0;
+    }
+    s->rank_bytes += t.nbytes;
+    s->tensors.push_back(std::move(t));
+    s->views.push_back(view);
+  }
+  return Loader(std::move(s));
+}
+
+Status Loader::ReadInto(size_t i, void* dst, uint64_t size) const {
+  if (i >= s_->tensors.size()) {
+    return Status::InvalidArgument("tensor index " + std::to_string(i) + " is out of range (" +
+                                   std::to_string(s_->tensors.size()) + " tensors)");
+  }
+  const LoadTensor& t = s_->tensors[i];
+  if (size != t.nbytes) {
+    return Status::InvalidArgument("'" + t.name + "': buffer of " + std::to_string(size) + " bytes for " +
+                                   std::to_string(t.nbytes) + " bytes");
+  }
+  const PlannedTensor& pt = s_->plan.tensors[s_->plan_index[i]];
+  auto* out = static_cast<uint8_t*>(dst);
+  const std::vector<Run> runs = s_->Runs(i);
+  Reader reader(s_->files, s_->bytes_read, s_->read_calls);
+
+  std::vector<const CopyRange*> copies;
+  copies.reserve(pt.copies.size());
+  for (const CopyRange& c : pt.copies) copies.push_back(&c);
+  std::sort(copies.begin(), copies.end(), [](const CopyRange* a, const CopyRange* b) { return a->dst_offset < b->dst_offset; });
+  size_t r = 0, c = 0;
+  while (r < runs.size() && c < copies.size()) {
+    const Run& run = runs[r];
+    const CopyRange& cr = *copies[c];
+    const uint64_t lo = std::max(run.full, cr.dst_offset);
+    const uint64_t hi = std::min(run.full + run.len, cr.dst_offset + cr.length);
+    if (lo < hi) {
+      MOEPACK_RETURN_IF_ERROR(
+          reader.Add(cr.src_file, cr.src_offset + (lo - cr.dst_offset), out + run.rank + (lo - run.full), hi - lo));
+    }
+    if (run.full + run.len <= cr.dst_offset + cr.length) {
+      ++r;
+    } else {
+      ++c;
+    }
+  }
+  MOEPACK_RETURN_IF_ERROR(reader.Flush());
+  for (const TransposeBlock& b : pt.transposes) {
+    MOEPACK_RETURN_IF_ERROR(s_->ReadTransposed(i, b, out, runs, reader));
+  }
+  return Status::OK();
+}
+
+Result<OwnedTensor> Loader::Read(size_t i) const {
+  if (i >= s_->tensors.size()) return Status::InvalidArgument("tensor index " + std::to_string(i) + " is out of range");
+  const LoadTensor& t = s_->tensors[i];
+  OwnedTensor o;
+  o.name = t.name;
+  o.dtype = t.dtype;
+  o.shape = t.shape;
+  o.nbytes = t.nbytes;
+  o.data = std::shared_ptr<uint8_t[]>(new uint8_t[t.nbytes ? t.nbytes : 1]);
+  MOEPACK_RETURN_IF_ERROR(ReadInto(i, o.data.get(), o.nbytes));
+  return o;
+}
+
+}  // namespace moepack
