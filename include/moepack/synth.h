@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -13,29 +14,40 @@
 namespace moepack {
 
 struct SynthOptions {
-  std::string model_type;          // required: a family from SynthFamilies()
+  std::string model_type;          // a family from SynthFamilies(); may be empty when the preset implies one
   std::string preset = "tiny";     // tiny | qwen3-30b-a3b | deepseek-v3 | mixtral-8x7b
-  std::optional<int> layers;       // a slice of the preset's layers
+  std::optional<int> layers;       // a slice: the first N layers of the preset
   std::optional<int> experts;
   std::optional<int> hidden;
   std::optional<int> intermediate;  // expert intermediate size
   std::string dtype;               // bf16 | f16 | f32 | fp8; empty: the preset's
   uint64_t max_shard_size = 0;     // bytes; 0: the preset's default
-  std::string layout = "per-expert";  // per-expert | fused | fused-transposed
+  std::string layout;              // per-expert | fused | fused-transposed; empty: the family's Hub layout
   uint64_t seed = 0;
-  bool sparse = false;             // leave tensor data as file holes
+  bool sparse = false;             // leave tensor data as file holes (reads as zeros)
+  // Called after each tensor with the bytes written so far; may be empty.
+  std::function<void(uint64_t done, uint64_t total)> progress;
 };
 
 struct SynthReport {
+  std::string model_type;
+  std::string layout;
+  std::string dtype;
   int num_shards = 0;
   int num_tensors = 0;
-  uint64_t total_bytes = 0;
+  uint64_t total_bytes = 0;  // tensor data, as the index's metadata.total_size
 };
 
-// Writes a new checkpoint directory at `dst` (which must not exist).
+// Writes a new checkpoint directory at `dst` (which must not exist; it is
+// removed again if writing fails). Every tensor's bytes are a function of
+// (seed, the tensor's per-expert Hub name, element index) only, so writing
+// the fused layout gives exactly what converting the per-expert one gives.
 Result<SynthReport> Synthesize(const std::string& dst, const SynthOptions& options);
 
 std::vector<std::string> SynthFamilies();
 std::vector<std::string> SynthPresets();
+// The family a preset implies, "" when it fits every family, nullopt when
+// there is no such preset.
+std::optional<std::string> SynthPresetFamily(const std::string& preset);
 
 }  // namespace moepack
