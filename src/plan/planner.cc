@@ -336,7 +336,9 @@ Status Planner::AddTranspose(const Source& s, const RuleSet::TransposeMatch& m) 
   MOEPACK_ASSIGN_OR_RETURN(auto hub, rules_.EvalShape(*src_.config(), r.hub_shape, E));
   MOEPACK_ASSIGN_OR_RETURN(auto v5, rules_.EvalShape(*src_.config(), r.v5_shape, E));
   const bool is_hub = t.shape == hub, is_v5 = t.shape == v5;
-  const std::string name = opt_.direction == Direction::kToFused ? rules_.Rename(s.name, Direction::kToFused) : s.name;
+  // Forward the source was matched after renames; backward the renames are
+  // undone on the way out, as for every other tensor.
+  const std::string name = rules_.Rename(s.name, opt_.direction);
   if (!is_hub && !is_v5) {
     return Status::Corrupt("'" + s.name + "': shape " + internal::ShapeString(t.shape) + " is neither the Hub layout " +
                            internal::ShapeString(hub) + " nor the v5 layout " + internal::ShapeString(v5) + " (transpose \"" + r.name + "\")");

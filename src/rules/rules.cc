@@ -69,6 +69,13 @@ class Reader {
   std::string what_;
 };
 
+// The rule's "name" when it has one, so that even an unknown member is
+// reported as `fusions[1] ("gate_up_proj")`.
+std::string NameOf(const json& j) {
+  if (j.is_object() && j.contains("name") && j["name"].is_string()) return j["name"].get<std::string>();
+  return "";
+}
+
 std::string RulePath(const char* list, size_t i, const std::string& name) {
   std::string p = std::string(list) + "[" + std::to_string(i) + "]";
   if (!name.empty()) p += " (\"" + name + "\")";
@@ -134,7 +141,7 @@ Result<RuleSet> RuleSet::Parse(std::string_view text, const std::string& what) {
 
   MOEPACK_ASSIGN_OR_RETURN(auto renames, list("renames"));
   for (size_t i = 0; i < renames.size(); ++i) {
-    Reader r(renames[i], RulePath("renames", i, ""), what);
+    Reader r(renames[i], RulePath("renames", i, NameOf(renames[i])), what);
     MOEPACK_RETURN_IF_ERROR(r.CheckKeys({"name", "pattern", "replacement", "reverse_pattern", "reverse_replacement"}));
     RenameRule rr;
     MOEPACK_ASSIGN_OR_RETURN(rr.name, r.String("name", false));
@@ -164,7 +171,7 @@ Result<RuleSet> RuleSet::Parse(std::string_view text, const std::string& what) {
   std::set<std::string> fusion_names, targets, sources;
   MOEPACK_ASSIGN_OR_RETURN(auto fusions, list("fusions"));
   for (size_t i = 0; i < fusions.size(); ++i) {
-    Reader r0(fusions[i], RulePath("fusions", i, ""), what);
+    Reader r0(fusions[i], RulePath("fusions", i, NameOf(fusions[i])), what);
     MOEPACK_RETURN_IF_ERROR(r0.CheckKeys({"name", "target", "sources", "concat_dim", "transpose", "scale_of"}));
     FusionRule f;
     MOEPACK_ASSIGN_OR_RETURN(f.name, r0.String("name", true));
@@ -225,7 +232,7 @@ Result<RuleSet> RuleSet::Parse(std::string_view text, const std::string& what) {
   std::set<std::string> symbols = {"E"};
   for (const auto& d : rs.dims_) symbols.insert(d.symbol);
   for (size_t i = 0; i < transposes.size(); ++i) {
-    Reader r0(transposes[i], RulePath("transposes", i, ""), what);
+    Reader r0(transposes[i], RulePath("transposes", i, NameOf(transposes[i])), what);
     MOEPACK_RETURN_IF_ERROR(r0.CheckKeys({"name", "pattern", "hub_shape", "v5_shape"}));
     TransposeRule t;
     MOEPACK_ASSIGN_OR_RETURN(t.name, r0.String("name", true));

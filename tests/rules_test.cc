@@ -1,0 +1,530 @@
+// Rule files: validation errors name the rule by its JSON path; name
+// templates; every op's inverse round-trips exactly (checked against a
+// reference computed element by element here, not by the planner).
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include <string>
+#include <vector>
+
+#include "ckpt_util.h"
+#include "moepack/convert.h"
+#include "moepack/rules.h"
+#include "testutil.h"
+
+namespace moepack {
+namespace {
+
+using nlohmann::json;
+using testing::RawTensor;
+using testing::TempDir;
+
+// A small valid rule file; cases below break one thing each.
+json BaseRules() {
+  return json::parse(R"({
+    "family": "custom",
+    "model_types": ["custom"],
+    "num_experts": ["num_experts"],
+    "dims": {"H": ["hidden_size"], "I": ["moe_intermediate_size"]},
+    "renames": [
+      {"name": "ffn is mlp", "pattern": "\\.ffn\\.", "replacement": ".mlp.",
+       "reverse_pattern": "\\.mlp\\.", "reverse_replacement": ".ffn."}
+    ],
+    "fusions": [
+      {"name": "down_proj", "target": "{prefix}mlp.experts.down_proj",
+       "sources": ["{prefix}mlp.experts.{expert}.down_proj.weight"]},
+      {"name": "gate_up_proj", "target": "{prefix}mlp.experts.gate_up_proj",
+       "sources": ["{prefix}mlp.experts.{expert}.gate_proj.weight", "{prefix}mlp.experts.{expert}.up_proj.weight"],
+       "concat_dim": 1},
+      {"name": "gate_up_proj_scale_inv", "target": "{prefix}mlp.experts.gate_up_proj_scale_inv",
+       "sources": ["{prefix}mlp.experts.{expert}.gate_proj.weight_scale_inv",
+                   "{prefix}mlp.experts.{expert}.up_proj.weight_scale_inv"],
+       "concat_dim": 1, "scale_of": "gate_up_proj"}
+    ],
+    "transposes": [
+      {"name": "stacked", "pattern": "{prefix}moe.stacked", "hub_shape": ["E", "H", "2*I"], "v5_shape": ["E", "2*I", "H"]}
+    ]
+  })");
+}
+
+struct BadRule {
+  const char* what;
+  std::function<void(json&)> mutate;
+  std::vector<std::string> expect;  // substrings of the error
+};
+
+TEST(RuleFile, BaseIsValid) {
+  auto rs = RuleSet::Parse(BaseRules().dump(), "custom.json");
+  ASSERT_TRUE(rs.ok()) << rs.status().message();
+  EXPECT_EQ(rs->family(), "custom");
+  EXPECT_EQ(rs->fusions().size(), 3u);
+  EXPECT_EQ(rs->renames().size(), 1u);
+  EXPECT_EQ(rs->transposes().size(), 1u);
+}
+
+TEST(RuleFile, MalformedRulesAreRefusedNamingTheRule) {
+  const std::vector<BadRule> cases = {
+      {"unknown op at the top level", [](json& j) { j["splits"] = json::array(); }, {"member \"splits\"", "unknown"}},
+      {"unknown member of a fusion", [](json& j) { j["fusions"][1]["stack_dim"] = 0; },
+       {"fusions[1] (\"gate_up_proj\")", "member \"stack_dim\"", "unknown member"}},
+      {"unknown member of a rename", [](json& j) { j["renames"][0]["flags"] = "i"; },
+       {"renames[0] (\"ffn is mlp\")", "member \"flags\""}},
+      {"unknown member of a transpose", [](json& j) { j["transposes"][0]["dims"] = json::array(); },
+       {"transposes[0] (\"stacked\")", "member \"dims\""}},
+      {"a target two fusions produce",
+       [](json& j) { j["fusions"][1]["target"] = "{prefix}mlp.experts.down_proj"; },
+       {"fusions[1] (\"gate_up_proj\")", "member \"target\"", "two fusions"}},
+      {"a transpose producing a fusion's target",
+       [](json& j) { j["transposes"][0]["pattern"] = "{prefix}mlp.experts.down_proj"; },
+       {"transposes[0] (\"stacked\")", "member \"pattern\"", "fusion"}},
+      {"a source without {expert}",
+       [](json& j) { j["fusions"][1]["sources"][1] = "{prefix}mlp.experts.up_proj.weight"; },
+       {"fusions[1] (\"gate_up_proj\")", "member \"sources\"", "{expert}"}},
+      {"a source in two fusions",
+       [](json& j) { j["fusions"][1]["sources"][0] = "{prefix}mlp.experts.{expert}.down_proj.weight"; },
+       {"fusions[1] (\"gate_up_proj\")", "member \"sources\"", "two fusions"}},
+      {"an invalid regex", [](json& j) { j["renames"][0]["pattern"] = "\\.ffn(\\."; },
+       {"renames[0] (\"ffn is mlp\")", "member \"pattern\"", "invalid regular expression"}},
+      {"an invalid reverse regex", [](json& j) { j["renames"][0]["reverse_pattern"] = "[mlp"; },
+       {"renames[0] (\"ffn is mlp\")", "member \"reverse_pattern\"", "invalid regular expression"}},
+      {"a replacement naming a group the pattern lacks", [](json& j) { j["renames"][0]["replacement"] = ".\\2."; },
+       {"renames[0] (\"ffn is mlp\")", "member \"replacement\""}},
+      {"a missing reverse", [](json& j) { j["renames"][0].erase("reverse_pattern"); },
+       {"renames[0] (\"ffn is mlp\")", "member \"reverse_pattern\"", "required"}},
+      {"a missing reverse replacement", [](json& j) { j["renames"][0].erase("reverse_replacement"); },
+       {"renames[0] (\"ffn is mlp\")", "member \"reverse_replacement\"", "required"}},
+      {"scale_of naming nothing", [](json& j) { j["fusions"][2]["scale_of"] = "gate_proj"; },
+       {"fusions[2] (\"gate_up_proj_scale_inv\")", "member \"scale_of\"", "gate_proj"}},
+      {"scale_of naming itself", [](json& j) { j["fusions"][2]["scale_of"] = "gate_up_proj_scale_inv"; },
+       {"fusions[2] (\"gate_up_proj_scale_inv\")", "member \"scale_of\""}},
+      {"scales fused unlike their weights", [](json& j) { j["fusions"][2]["concat_dim"] = 2; },
+       {"fusions[2] (\"gate_up_proj_scale_inv\")", "member \"scale_of\""}},
+      {"transpose shapes that are not swaps", [](json& j) { j["transposes"][0]["v5_shape"] = {"E", "H", "2*I"}; },
+       {"transposes[0] (\"stacked\")", "member \"v5_shape\""}},
+      {"transpose shapes not 3-D", [](json& j) { j["transposes"][0]["hub_shape"] = {"E", "H"}; },
+       {"transposes[0] (\"stacked\")", "member \"hub_shape\""}},
+      {"transpose shapes with an undeclared symbol",
+       [](json& j) {
+         j["transposes"][0]["hub_shape"] = {"E", "H", "2*K"};
+         j["transposes"][0]["v5_shape"] = {"E", "2*K", "H"};
+       },
+       {"transposes[0] (\"stacked\")", "unknown symbol 'K'"}},
+      {"an unknown placeholder", [](json& j) { j["fusions"][0]["target"] = "{prefix}mlp.{layer}.down_proj"; },
+       {"fusions[0] (\"down_proj\")", "member \"target\"", "{layer}"}},
+      {"{expert} in a target", [](json& j) { j["fusions"][0]["target"] = "{prefix}mlp.experts.{expert}.down"; },
+       {"fusions[0] (\"down_proj\")", "member \"target\"", "{expert}"}},
+      {"{prefix} on one side only",
+       [](json& j) { j["fusions"][0]["sources"][0] = "model.mlp.experts.{expert}.down_proj.weight"; },
+       {"fusions[0] (\"down_proj\")", "member \"sources\"", "{prefix}"}},
+      {"concat_dim 0", [](json& j) { j["fusions"][1]["concat_dim"] = 0; },
+       {"fusions[1] (\"gate_up_proj\")", "member \"concat_dim\""}},
+      {"a string concat_dim", [](json& j) { j["fusions"][1]["concat_dim"] = "1"; },
+       {"fusions[1] (\"gate_up_proj\")", "member \"concat_dim\""}},
+      {"two fusions with one name", [](json& j) { j["fusions"][0]["name"] = "gate_up_proj"; },
+       {"member \"name\"", "two fusions"}},
+      {"a fusion without a name", [](json& j) { j["fusions"][0].erase("name"); }, {"fusions[0]", "member \"name\""}},
+      {"fusions that are not an array", [](json& j) { j["fusions"] = json::object(); }, {"member \"fusions\""}},
+      {"sources that are not strings", [](json& j) { j["fusions"][0]["sources"] = {1, 2}; },
+       {"fusions[0] (\"down_proj\")", "member \"sources\""}},
+      {"E declared as a dim", [](json& j) { j["dims"]["E"] = {"num_experts"}; }, {"member \"dims\"", "'E'"}},
+      {"fusions without an expert count", [](json& j) { j.erase("num_experts"); }, {"member \"num_experts\""}},
+      {"nothing to convert",
+       [](json& j) {
+         j.erase("fusions");
+         j.erase("renames");
+         j.erase("transposes");
+       },
+       {"nothing to convert"}},
+  };
+  for (const BadRule& c : cases) {
+    json j = BaseRules();
+    c.mutate(j);
+    auto rs = RuleSet::Parse(j.dump(), "custom.json");
+    ASSERT_FALSE(rs.ok()) << c.what << ": accepted";
+    const std::string msg = rs.status().message();
+    EXPECT_EQ(rs.status().code(), Status::Code::kInvalidArgument) << c.what;
+    EXPECT_EQ(msg.rfind("custom.json: ", 0), 0u) << c.what << ": " << msg;
+    for (const auto& e : c.expect) EXPECT_NE(msg.find(e), std::string::npos) << c.what << ": '" << e << "' not in: " << msg;
+  }
+}
+
+TEST(RuleFile, InvalidJsonAndDuplicateKeysAreRefused) {
+  EXPECT_FALSE(RuleSet::Parse("{\"family\": ", "x.json").ok());
+  auto dup = RuleSet::Parse(R"({"family": "a", "family": "b", "renames": []})", "x.json");
+  ASSERT_FALSE(dup.ok());
+  EXPECT_NE(dup.status().message().find("x.json"), std::string::npos) << dup.status().message();
+}
+
+TEST(RuleFile, LoadRuleFileNamesTheFile) {
+  TempDir d;
+  json j = BaseRules();
+  j["fusions"][1]["sources"][1] = "{prefix}mlp.experts.up_proj.weight";
+  testing::WriteFileOrDie(d / "mine.json", j.dump());
+  auto rs = LoadRuleFile(d / "mine.json");
+  ASSERT_FALSE(rs.ok());
+  EXPECT_NE(rs.status().message().find(d / "mine.json"), std::string::npos) << rs.status().message();
+  EXPECT_NE(rs.status().message().find("fusions[1] (\"gate_up_proj\")"), std::string::npos) << rs.status().message();
+  EXPECT_FALSE(LoadRuleFile(d / "absent.json").ok());
+}
+
+TEST(RuleFile, EveryBuiltinFamilyParses) {
+  const auto families = BuiltinFamilies();
+  EXPECT_EQ(families.size(), 15u);
+  for (const auto& f : families) {
+    auto rs = BuiltinRules(f);
+    ASSERT_TRUE(rs.ok()) << f << ": " << rs.status().message();
+    EXPECT_EQ(rs->family(), f);
+  }
+  auto unknown = BuiltinRules("llama");
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.status().message().find("qwen3_moe"), std::string::npos) << unknown.status().message();
+}
+
+// ---- name templates -------------------------------------------------------
+
+RuleSet Qwen3() {
+  auto rs = BuiltinRules("qwen3_moe");
+  EXPECT_TRUE(rs.ok());
+  return std::move(rs).value();
+}
+
+std::string FusionName(const RuleSet& rs, int f) { return rs.fusions()[f].name; }
+
+TEST(NameTemplate, ScaleSiblingIsNeverTheWeight) {
+  RuleSet rs = Qwen3();
+  auto w = rs.MatchTarget("model.layers.3.mlp.experts.gate_up_proj");
+  auto s = rs.MatchTarget("model.layers.3.mlp.experts.gate_up_proj_scale_inv");
+  ASSERT_TRUE(w && s);
+  EXPECT_EQ(FusionName(rs, w->fusion), "gate_up_proj");
+  EXPECT_EQ(FusionName(rs, s->fusion), "gate_up_proj_scale_inv");
+  EXPECT_EQ(w->prefix, "model.layers.3.");
+  // Sources likewise: the scale of a weight is its own source.
+  auto ws = rs.MatchSource("model.layers.3.mlp.experts.5.gate_proj.weight");
+  auto ss = rs.MatchSource("model.layers.3.mlp.experts.5.gate_proj.weight_scale_inv");
+  ASSERT_TRUE(ws && ss);
+  EXPECT_EQ(FusionName(rs, ws->fusion), "gate_up_proj");
+  EXPECT_EQ(FusionName(rs, ss->fusion), "gate_up_proj_scale_inv");
+  // Anchored at both ends: neither a suffix nor a prefix of a name matches.
+  EXPECT_FALSE(rs.MatchTarget("model.layers.3.mlp.experts.gate_up_proj.weight"));
+  EXPECT_FALSE(rs.MatchTarget("model.layers.3.mlp.experts.gate_up_proj_bias"));
+  EXPECT_FALSE(rs.MatchSource("model.layers.3.mlp.experts.5.gate_proj.weight.extra"));
+  EXPECT_FALSE(rs.MatchSource("model.layers.3.mlp.experts.5.gate_proj"));
+}
+
+TEST(NameTemplate, PrefixStopsAtADot) {
+  json j = json::parse(R"({"family": "p", "num_experts": ["n"], "fusions": [
+      {"name": "fc", "target": "{prefix}experts.fc", "sources": ["{prefix}experts.{expert}.fc.weight"]}]})");
+  auto rs = RuleSet::Parse(j.dump(), "p.json");
+  ASSERT_TRUE(rs.ok()) << rs.status().message();
+  auto m = rs->MatchTarget("model.layers.0.experts.fc");
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->prefix, "model.layers.0.");
+  EXPECT_TRUE(rs->MatchTarget("experts.fc"));  // empty prefix
+  // "my" + "experts.fc": the prefix would end inside a name component.
+  EXPECT_FALSE(rs->MatchTarget("model.layers.0.myexperts.fc"));
+  EXPECT_FALSE(rs->MatchSource("model.layers.0.shared_experts.3.fc.weight"));
+  auto s = rs->MatchSource("model.layers.0.experts.3.fc.weight");
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->prefix, "model.layers.0.");
+  EXPECT_EQ(s->expert, 3);
+}
+
+TEST(NameTemplate, ExpertIdsAreCanonicalNumbers) {
+  RuleSet rs = Qwen3();
+  auto m10 = rs.MatchSource("model.layers.0.mlp.experts.10.up_proj.weight");
+  ASSERT_TRUE(m10);
+  EXPECT_EQ(m10->expert, 10);
+  EXPECT_EQ(m10->source, 1);
+  auto m0 = rs.MatchSource("model.layers.0.mlp.experts.0.up_proj.weight");
+  ASSERT_TRUE(m0);
+  EXPECT_EQ(m0->expert, 0);
+  EXPECT_FALSE(rs.MatchSource("model.layers.0.mlp.experts.07.up_proj.weight"));
+  EXPECT_FALSE(rs.MatchSource("model.layers.0.mlp.experts.00.up_proj.weight"));
+  EXPECT_FALSE(rs.MatchSource("model.layers.0.mlp.experts.-1.up_proj.weight"));
+  EXPECT_FALSE(rs.MatchSource("model.layers.0.mlp.experts.x.up_proj.weight"));
+  EXPECT_FALSE(rs.MatchSource("model.layers.0.mlp.experts..up_proj.weight"));
+  EXPECT_EQ(rs.SourceName(m10->fusion, 1, "model.layers.0.", 10), "model.layers.0.mlp.experts.10.up_proj.weight");
+  EXPECT_EQ(rs.TargetName(m10->fusion, "x."), "x.mlp.experts.gate_up_proj");
+}
+
+TEST(NameTemplate, RenamesOfEveryBuiltinFamilyInvert) {
+  const std::vector<std::string> names = {
+      "model.layers.0.block_sparse_moe.gate.weight",
+      "model.layers.12.block_sparse_moe.experts.7.w1.weight",
+      "model.layers.1.block_sparse_moe.experts.0.w2.weight_scale_inv",
+      "model.layers.0.self_attn.q_proj.weight",
+      "model.embed_tokens.weight",
+  };
+  for (const auto& f : BuiltinFamilies()) {
+    auto rs = BuiltinRules(f);
+    ASSERT_TRUE(rs.ok());
+    for (const auto& n : names) {
+      const std::string v5 = rs->Rename(n, Direction::kToFused);
+      EXPECT_EQ(rs->Rename(v5, Direction::kToPerExpert), n) << f << ": " << n << " -> " << v5;
+      if (!rs->renames().empty()) {
+        EXPECT_EQ(v5.find("block_sparse_moe"), std::string::npos) << f << ": " << v5;
+      }
+    }
+  }
+  auto phi = BuiltinRules("phimoe");
+  ASSERT_TRUE(phi.ok());
+  EXPECT_EQ(phi->Rename("model.layers.3.block_sparse_moe.gate.weight", Direction::kToFused),
+            "model.layers.3.mlp.router.weight");
+  EXPECT_EQ(phi->Rename("model.layers.3.mlp.router.weight", Direction::kToPerExpert),
+            "model.layers.3.block_sparse_moe.gate.weight");
+  auto mix = BuiltinRules("mixtral");
+  ASSERT_TRUE(mix.ok());
+  EXPECT_EQ(mix->Rename("model.layers.3.block_sparse_moe.gate.weight", Direction::kToFused),
+            "model.layers.3.mlp.gate.weight");
+}
+
+// ---- every op round-trips exactly ------------------------------------------
+
+// A family of our own: renames, plain concat, concat along dim 2, a
+// transposing fusion and a whole-tensor transpose, over several dtypes.
+const char* kOpsRules = R"({
+  "family": "ops",
+  "num_experts": ["num_experts"],
+  "dims": {"H": ["hidden_size"], "I": ["moe_intermediate_size"]},
+  "renames": [
+    {"name": "ffn", "pattern": "\\.ffn\\.", "replacement": ".mlp.",
+     "reverse_pattern": "\\.mlp\\.", "reverse_replacement": ".ffn."}
+  ],
+  "fusions": [
+    {"name": "gate_up_proj", "target": "{prefix}mlp.experts.gate_up_proj",
+     "sources": ["{prefix}mlp.experts.{expert}.gate.weight", "{prefix}mlp.experts.{expert}.up.weight"]},
+    {"name": "down_proj", "target": "{prefix}mlp.experts.down_proj",
+     "sources": ["{prefix}mlp.experts.{expert}.down.weight"]},
+    {"name": "cols", "target": "{prefix}mlp.experts.cols",
+     "sources": ["{prefix}mlp.experts.{expert}.a.weight", "{prefix}mlp.experts.{expert}.b.weight"], "concat_dim": 2},
+    {"name": "tr", "target": "{prefix}mlp.experts.tr",
+     "sources": ["{prefix}mlp.experts.{expert}.p.weight", "{prefix}mlp.experts.{expert}.q.weight"], "transpose": true}
+  ],
+  "transposes": [
+    {"name": "stacked", "pattern": "{prefix}mlp.stacked", "hub_shape": ["E", "H", "2*I"], "v5_shape": ["E", "2*I", "H"]}
+  ]
+})";
+
+constexpr uint64_t kE = 12, kH = 8, kI = 6;
+
+struct OpsModel {
+  std::vector<RawTensor> tensors;
+  json config;
+};
+
+// Source tensors for layers {0, 1}; expert ids go past 9 so that numeric
+// order matters.
+OpsModel MakeOpsModel(DType dt) {
+  OpsModel m;
+  m.config = {{"model_type", "ops"}, {"num_experts", kE}, {"hidden_size", kH}, {"moe_intermediate_size", kI}};
+  const uint64_t es = testing::ElementBytes(dt);
+  uint64_t seed = 1;
+  auto add = [&](const std::string& name, std::vector<uint64_t> shape) {
+    m.tensors.push_back(RawTensor{name, dt, shape, testing::PatternBytes(testing::NumElementsOf(shape) * es, seed++)});
+  };
+  for (int L = 0; L < 2; ++L) {
+    const std::string p = "model.layers." + std::to_string(L) + ".ffn.";
+    for (uint64_t j = 0; j < kE; ++j) {
+      const std::string e = p + "experts." + std::to_string(j) + ".";
+      add(e + "gate.weight", {kI, kH});
+      add(e + "up.weight", {kI, kH});
+      add(e + "down.weight", {kH, kI});
+      add(e + "a.weight", {3, 4});
+      add(e + "b.weight", {3, 4});
+      add(e + "p.weight", {kI, kH});
+      add(e + "q.weight", {kI, kH});
+    }
+    add(p + "stacked", {kE, kH, 2 * kI});
+    add(p + "gate.weight", {kE, kH});  // the router: renamed, not fused
+  }
+  add("model.embed_tokens.weight", {16, kH});
+  return m;
+}
+
+// Reference fused tensors, element by element.
+std::string RefStackConcatRows(const std::vector<const RawTensor*>& per_expert_sources, size_t K, uint64_t es) {
+  // sources ordered [expert][k]; each [r, c]; output [E, K*r, c]: rows of k after rows of k-1.
+  std::string out;
+  for (size_t i = 0; i < per_expert_sources.size(); i += K) {
+    for (size_t k = 0; k < K; ++k) out += per_expert_sources[i + k]->data;
+  }
+  (void)es;
+  return out;
+}
+
+std::string RefStackConcatCols(const std::vector<const RawTensor*>& src, size_t K, uint64_t es) {
+  std::string out;
+  for (size_t i = 0; i < src.size(); i += K) {
+    const uint64_t rows = src[i]->shape[0];
+    for (uint64_t r = 0; r < rows; ++r) {
+      for (size_t k = 0; k < K; ++k) {
+        const uint64_t cols = src[i + k]->shape[1];
+        out += src[i + k]->data.substr(r * cols * es, cols * es);
+      }
+    }
+  }
+  return out;
+}
+
+std::string RefStackTransposeConcat(const std::vector<const RawTensor*>& src, size_t K, uint64_t es) {
+  // each source [r, c] transposed to [c, r]; concatenated along dim 1 of
+  // the fused tensor: [E, K*c, r].
+  std::string out;
+  for (size_t i = 0; i < src.size(); i += K) {
+    for (size_t k = 0; k < K; ++k) {
+      const uint64_t rows = src[i + k]->shape[0], cols = src[i + k]->shape[1];
+      for (uint64_t c = 0; c < cols; ++c) {
+        for (uint64_t r = 0; r < rows; ++r) out += testing::Element(src[i + k]->data, cols, r, c, es);
+      }
+    }
+  }
+  return out;
+}
+
+std::string RefTransposeEach(const RawTensor& t, uint64_t es) {
+  std::string out;
+  const uint64_t E = t.shape[0], a = t.shape[1], b = t.shape[2];
+  for (uint64_t j = 0; j < E; ++j) {
+    const std::string slice = t.data.substr(j * a * b * es, a * b * es);
+    for (uint64_t c = 0; c < b; ++c) {
+      for (uint64_t r = 0; r < a; ++r) out += testing::Element(slice, b, r, c, es);
+    }
+  }
+  return out;
+}
+
+class OpsRoundTrip : public ::testing::TestWithParam<DType> {};
+
+TEST_P(OpsRoundTrip, EveryOpMatchesTheReferenceAndInvertsExactly) {
+  const DType dt = GetParam();
+  const uint64_t es = testing::ElementBytes(dt);
+  TempDir d;
+  testing::WriteFileOrDie(d / "ops.json", kOpsRules);
+  OpsModel m = MakeOpsModel(dt);
+  testing::WriteCheckpoint(d / "src", m.tensors, m.config, 4, 99);
+  ConvertOptions o;
+  o.rules_file = d / "ops.json";
+  o.max_shard_size = 20'000;
+  o.threads = 2;
+  testing::ConvertOrDie(d / "src", d / "fused", Direction::kToFused, o);
+  const testing::TensorMap src = testing::ReadTensors(d / "src");
+  const testing::TensorMap fused = testing::ReadTensors(d / "fused");
+
+  for (int L = 0; L < 2; ++L) {
+    const std::string hub = "model.layers." + std::to_string(L) + ".ffn.";
+    const std::string v5 = "model.layers." + std::to_string(L) + ".mlp.";
+    auto sources = [&](std::vector<std::string> leaves) {
+      std::vector<const RawTensor*> v;
+      for (uint64_t j = 0; j < kE; ++j) {  // numeric order: 0, 1, ..., 9, 10, 11
+        for (const auto& leaf : leaves) v.push_back(&src.at(hub + "experts." + std::to_string(j) + "." + leaf));
+      }
+      return v;
+    };
+    auto check = [&](const std::string& name, std::vector<uint64_t> shape, const std::string& bytes) {
+      auto it = fused.find(name);
+      ASSERT_NE(it, fused.end()) << name;
+      EXPECT_EQ(it->second.dtype, dt) << name;
+      EXPECT_EQ(it->second.shape, shape) << name;
+      EXPECT_TRUE(it->second.data == bytes) << name << ": bytes differ from the reference";
+    };
+    check(v5 + "experts.gate_up_proj", {kE, 2 * kI, kH}, RefStackConcatRows(sources({"gate.weight", "up.weight"}), 2, es));
+    check(v5 + "experts.down_proj", {kE, kH, kI}, RefStackConcatRows(sources({"down.weight"}), 1, es));
+    check(v5 + "experts.cols", {kE, 3, 8}, RefStackConcatCols(sources({"a.weight", "b.weight"}), 2, es));
+    check(v5 + "experts.tr", {kE, 2 * kH, kI}, RefStackTransposeConcat(sources({"p.weight", "q.weight"}), 2, es));
+    check(v5 + "stacked", {kE, 2 * kI, kH}, RefTransposeEach(src.at(hub + "stacked"), es));
+    // The router is only renamed.
+    check(v5 + "gate.weight", {kE, kH}, src.at(hub + "gate.weight").data);
+  }
+  EXPECT_EQ(fused.size(), 2u * 6 + 1);
+
+  testing::ConvertOrDie(d / "fused", d / "back", Direction::kToPerExpert, o);
+  EXPECT_EQ(testing::DiffTensors(src, testing::ReadTensors(d / "back")), "");
+}
+
+INSTANTIATE_TEST_SUITE_P(DTypes, OpsRoundTrip,
+                         ::testing::Values(DType::BF16, DType::F16, DType::F32, DType::F8_E4M3, DType::U8),
+                         [](const auto& info) { return std::string(DTypeName(info.param)); });
+
+// A user's family whose experts are `ffn.experts.{expert}.wi` / `.wo`.
+const char* kUserRules = R"({
+  "family": "my_moe",
+  "model_types": ["my_moe"],
+  "num_experts": ["num_experts"],
+  "renames": [{"name": "ffn is mlp", "pattern": "\\.ffn\\.", "replacement": ".mlp.",
+               "reverse_pattern": "\\.mlp\\.", "reverse_replacement": ".ffn."}],
+  "fusions": [
+    {"name": "gate_up_proj", "target": "{prefix}mlp.experts.gate_up_proj",
+     "sources": ["{prefix}mlp.experts.{expert}.wi.weight"]},
+    {"name": "down_proj", "target": "{prefix}mlp.experts.down_proj",
+     "sources": ["{prefix}mlp.experts.{expert}.wo.weight"]}
+  ]
+})";
+
+TEST(UserRules, CustomFamilyConvertsBothWaysThroughTheLibrary) {
+  TempDir d;
+  testing::WriteFileOrDie(d / "my.json", kUserRules);
+  std::vector<RawTensor> ts;
+  const uint64_t E = 4, H = 8, I = 4;
+  uint64_t seed = 3;
+  for (int L = 0; L < 3; ++L) {
+    for (uint64_t j = 0; j < E; ++j) {
+      const std::string p = "model.layers." + std::to_string(L) + ".ffn.experts." + std::to_string(j) + ".";
+      ts.push_back({p + "wi.weight", DType::BF16, {2 * I, H}, testing::PatternBytes(2 * I * H * 2, seed++)});
+      ts.push_back({p + "wo.weight", DType::BF16, {H, I}, testing::PatternBytes(H * I * 2, seed++)});
+    }
+  }
+  ts.push_back({"model.norm.weight", DType::F32, {H}, testing::PatternBytes(H * 4, seed++)});
+  testing::WriteCheckpoint(d / "src", ts, {{"model_type", "my_moe"}, {"num_experts", E}}, 3);
+
+  // Without the rule file the model type is unknown.
+  ConvertOptions none;
+  auto refused = Convert(d / "src", d / "nope", none);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("my_moe"), std::string::npos) << refused.status().message();
+
+  ConvertOptions o;
+  o.rules_file = d / "my.json";
+  auto r = testing::ConvertOrDie(d / "src", d / "fused", Direction::kToFused, o);
+  EXPECT_EQ(r.plan.family, "my_moe");
+  const auto src = testing::ReadTensors(d / "src");
+  const auto fused = testing::ReadTensors(d / "fused");
+  ASSERT_EQ(fused.size(), 3u * 2 + 1);
+  for (int L = 0; L < 3; ++L) {
+    const auto& gu = fused.at("model.layers." + std::to_string(L) + ".mlp.experts.gate_up_proj");
+    EXPECT_EQ(gu.shape, (std::vector<uint64_t>{E, 2 * I, H}));
+    std::string want;
+    for (uint64_t j = 0; j < E; ++j) {
+      want += src.at("model.layers." + std::to_string(L) + ".ffn.experts." + std::to_string(j) + ".wi.weight").data;
+    }
+    EXPECT_TRUE(gu.data == want);
+    EXPECT_EQ(fused.at("model.layers." + std::to_string(L) + ".mlp.experts.down_proj").shape,
+              (std::vector<uint64_t>{E, H, I}));
+  }
+  testing::ConvertOrDie(d / "fused", d / "back", Direction::kToPerExpert, o);
+  EXPECT_EQ(testing::DiffTensors(src, testing::ReadTensors(d / "back")), "");
+}
+
+TEST(UserRules, RenamesThatDoNotInvertAreRefusedNamingTheTensor) {
+  TempDir d;
+  // The reverse never matches what the forward produced, so a renamed
+  // tensor would not come back under its own name.
+  json j = json::parse(kUserRules);
+  j["renames"][0]["reverse_pattern"] = "\\.nothing\\.";
+  testing::WriteFileOrDie(d / "bad.json", j.dump());
+  std::vector<RawTensor> ts = {
+      {"model.layers.0.ffn.experts.0.wi.weight", DType::U8, {2, 2}, "abcd"},
+      {"model.layers.0.ffn.experts.0.wo.weight", DType::U8, {2, 1}, "ef"},
+  };
+  testing::WriteCheckpoint(d / "src", ts, {{"model_type", "my_moe"}, {"num_experts", 1}}, 1);
+  ConvertOptions o;
+  o.rules_file = d / "bad.json";
+  auto r = Convert(d / "src", d / "out", o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("model.layers.0.ffn.experts.0."), std::string::npos) << r.status().message();
+  EXPECT_NE(r.status().message().find("invertible"), std::string::npos) << r.status().message();
+  EXPECT_FALSE(std::filesystem::exists(d / "out"));
+}
+
+}  // namespace
+}  // namespace moepack
