@@ -58,8 +58,8 @@ Status Checkpoint::Index() {
     for (const TensorInfo& t : shards_[i].header.tensors()) {
       auto [it, inserted] = by_name_.emplace(t.name, TensorLocation{i, &t});
       if (!inserted) {
-        return Status::Corrupt("tensor '" + t.name + "' is in two shards: " + shards_[it->second.shard].filename +
-                               " and " + shards_[i].filename);
+        return Status::Corrupt(dir_ + ": tensor '" + t.name + "' is in two shards: " +
+                               shards_[it->second.shard].filename + " and " + shards_[i].filename);
       }
       names_.push_back(t.name);
     }
@@ -125,9 +125,21 @@ Result<Checkpoint> Checkpoint::Open(const std::string& path) {
     }
   } else {
     if (present.empty()) return Status::NotFound(c.dir_ + ": no model.safetensors and no " + kIndexFile);
-    if (!present.count(kSingleFile) || present.size() > 1) {
-      return Status::Corrupt(c.dir_ + ": " + std::to_string(present.size()) +
-                             " .safetensors files but no model.safetensors.index.json to tie them together");
+    if (present.size() > 1) {
+      std::string some;
+      for (const auto& f : present) {
+        if (some.size() > 200) {
+          some += ", ...";
+          break;
+        }
+        some += (some.empty() ? "" : ", ") + f;
+      }
+      return Status::Corrupt(c.dir_ + ": " + std::to_string(present.size()) + " .safetensors files (" + some +
+                             ") but no " + kIndexFile + " to tie them together");
+    }
+    if (!present.count(kSingleFile)) {
+      return Status::Corrupt(c.dir_ + ": '" + *present.begin() + "' is not named " + kSingleFile + " and there is no " +
+                             kIndexFile);
     }
     MOEPACK_ASSIGN_OR_RETURN(Header h, ReadHeader((dir / kSingleFile).string()));
     c.shards_.push_back(Shard{kSingleFile, (dir / kSingleFile).string(), std::move(h)});
@@ -152,16 +164,19 @@ Result<Checkpoint> Checkpoint::Open(const std::string& path) {
   }
 
   // Everything else is carried over as is.
+  const std::string index_name = index_path.empty() ? std::string() : fs::path(index_path).filename().string();
   std::set<std::string> weight_files(present.begin(), present.end());
   for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::recursive_directory_iterator();
        it.increment(ec)) {
-    std::string rel = fs::relative(it->path(), dir).string();
+    // Lexical: fs::relative would resolve symlinks (every file of a Hub cache
+    // snapshot is a symlink into ../../blobs).
+    std::string rel = it->path().lexically_relative(dir).string();
     if (IsTemporaryName(rel)) {
       if (it->is_directory()) it.disable_recursion_pending();
       continue;
     }
     if (!it->is_regular_file()) continue;
-    if (it.depth() == 0 && (weight_files.count(rel) || rel == kIndexFile)) continue;
+    if (it.depth() == 0 && (weight_files.count(rel) || rel == kIndexFile || rel == index_name)) continue;
     c.aux_files_.push_back(rel);
   }
   if (ec) return Status::IOError(c.dir_ + ": cannot list directory (" + ec.message() + ")");

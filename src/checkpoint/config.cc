@@ -13,7 +13,9 @@ void Flatten(const json& j, const std::string& prefix, std::map<std::string, int
   for (auto it = j.begin(); it != j.end(); ++it) {
     std::string key = prefix.empty() ? it.key() : prefix + "." + it.key();
     present[key] = true;
-    if (it->is_number_integer()) ints[key] = it->get<int64_t>();
+    // Unsigned values past INT64_MAX do not fit: they count as non-integers.
+    const bool fits = it->is_number_unsigned() ? it->get<uint64_t>() <= uint64_t{INT64_MAX} : it->is_number_integer();
+    if (fits) ints[key] = it->get<int64_t>();
     else if (it->is_string()) strings[key] = it->get<std::string>();
     else if (it->is_object()) Flatten(*it, key, ints, strings, present, depth + 1);
   }
@@ -31,7 +33,7 @@ Result<ModelConfig> ModelConfig::Parse(const std::string& text, const std::strin
   c.text_ = text;
   Flatten(j, "", c.ints_, c.strings_, c.present_, 0);
   if (j.contains("model_type") && !j["model_type"].is_string()) {
-    return Status::Corrupt(what + ": model_type is a " + internal::JsonTypeName(j["model_type"]) + ", not a string");
+    return Status::Corrupt(what + ": model_type is " + internal::JsonTypeWithArticle(j["model_type"]) + ", not a string");
   }
   for (const auto& p : kNestedPrefixes) {
     if (auto s = c.String(p + "model_type")) {

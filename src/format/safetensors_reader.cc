@@ -20,8 +20,17 @@ Status TensorFault(std::string_view file, const std::string& tensor, const std::
   return Status::Corrupt(std::string(file) + ": tensor '" + tensor + "': " + what);
 }
 
+// A short rendering of a scalar for messages; containers are not echoed (they
+// may be huge or nested deeper than the serializer's recursion can go).
+std::string Echo(const json& v) {
+  if (v.is_structured()) return "";
+  std::string s = v.dump();
+  if (s.size() > 40) s = s.substr(0, 37) + "...";
+  return " (" + s + ")";
+}
+
 Result<TensorInfo> ParseEntry(std::string_view file, const std::string& name, const json& v) {
-  if (!v.is_object()) return TensorFault(file, name, "entry is a " + internal::JsonTypeName(v) + ", not an object");
+  if (!v.is_object()) return TensorFault(file, name, "entry is " + internal::JsonTypeWithArticle(v) + ", not an object");
   for (auto it = v.begin(); it != v.end(); ++it) {
     if (it.key() != "dtype" && it.key() != "shape" && it.key() != "data_offsets") {
       return TensorFault(file, name, "unknown field '" + it.key() + "'");
@@ -33,16 +42,16 @@ Result<TensorInfo> ParseEntry(std::string_view file, const std::string& name, co
   TensorInfo t;
   t.name = name;
   const json& d = v["dtype"];
-  if (!d.is_string()) return TensorFault(file, name, "dtype is a " + internal::JsonTypeName(d) + ", not a string");
+  if (!d.is_string()) return TensorFault(file, name, "dtype is " + internal::JsonTypeWithArticle(d) + ", not a string");
   auto dt = ParseDType(d.get_ref<const std::string&>());
   if (!dt) return TensorFault(file, name, "unknown dtype '" + d.get<std::string>() + "'");
   t.dtype = *dt;
   const json& s = v["shape"];
-  if (!s.is_array()) return TensorFault(file, name, "shape is a " + internal::JsonTypeName(s) + ", not an array");
+  if (!s.is_array()) return TensorFault(file, name, "shape is " + internal::JsonTypeWithArticle(s) + ", not an array");
   for (const json& dim : s) {
     if (!dim.is_number_unsigned()) {
-      return TensorFault(file, name, "shape has a " + internal::JsonTypeName(dim) + " dimension (" + dim.dump() +
-                                         "); dimensions are non-negative integers");
+      return TensorFault(file, name, "shape has " + internal::JsonTypeWithArticle(dim) + " dimension" + Echo(dim) +
+                                         "; dimensions are non-negative integers");
     }
     t.shape.push_back(dim.get<uint64_t>());
   }
@@ -50,8 +59,8 @@ Result<TensorInfo> ParseEntry(std::string_view file, const std::string& name, co
   if (!o.is_array() || o.size() != 2) return TensorFault(file, name, "data_offsets must be an array of two integers");
   for (const json& x : o) {
     if (!x.is_number_unsigned()) {
-      return TensorFault(file, name, "data_offsets has a " + internal::JsonTypeName(x) + " (" + x.dump() +
-                                         "); offsets are non-negative integers");
+      return TensorFault(file, name, "data_offsets has " + internal::JsonTypeWithArticle(x) + Echo(x) +
+                                         "; offsets are non-negative integers");
     }
   }
   t.begin = o[0].get<uint64_t>();

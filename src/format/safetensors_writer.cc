@@ -6,6 +6,7 @@
 
 #include "moepack/safetensors.h"
 #include "util/file.h"
+#include "util/json.h"
 
 namespace moepack {
 namespace {
@@ -43,6 +44,15 @@ Result<FileLayout> LayoutFile(const std::map<std::string, std::string>& metadata
     if (a.dtype != b.dtype) return a.dtype > b.dtype;
     return a.name < b.name;
   });
+  // The reader requires UTF-8: never write a header it would refuse.
+  for (const auto& [k, v] : metadata) {
+    if (!internal::IsValidUtf8(k) || !internal::IsValidUtf8(v)) {
+      return Status::InvalidArgument("__metadata__ entry '" + k + "' is not valid UTF-8");
+    }
+  }
+  for (const TensorSpec& t : tensors) {
+    if (!internal::IsValidUtf8(t.name)) return Status::InvalidArgument("tensor '" + t.name + "': name is not valid UTF-8");
+  }
   FileLayout out;
   std::string json = "{";
   bool first = true;

@@ -1,5 +1,6 @@
 #include "util/json.h"
 
+#include <cmath>
 #include <set>
 #include <vector>
 
@@ -32,9 +33,21 @@ bool IsValidUtf8(std::string_view s) {
 }
 
 std::string JsonTypeName(const nlohmann::json& j) {
-  if (j.is_number_float()) return "fractional number";
+  if (j.is_number_float()) {
+    // nlohmann stores integers beyond int64/uint64 as doubles.
+    const double v = j.get<double>();
+    if (v >= 18446744073709551616.0 || v < -9223372036854775808.0) return "out-of-range integer";
+    return v == std::floor(v) ? "non-integer number" : "fractional number";
+  }
   if (j.is_number_integer() && !j.is_number_unsigned()) return "negative integer";
   return j.type_name();
+}
+
+std::string JsonTypeWithArticle(const nlohmann::json& j) {
+  if (j.is_null()) return "null";
+  std::string name = JsonTypeName(j);
+  const bool vowel = name[0] == 'a' || name[0] == 'e' || name[0] == 'i' || name[0] == 'o' || name[0] == 'u';
+  return (vowel ? "an " : "a ") + name;
 }
 
 Result<nlohmann::json> ParseJsonStrict(std::string_view text, const std::string& what) {

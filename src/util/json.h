@@ -15,7 +15,10 @@ bool IsValidUtf8(std::string_view s);
 // `what` names the document in errors, e.g. "config.json".
 Result<nlohmann::json> ParseJsonStrict(std::string_view text, const std::string& what);
 
-// Type name for messages: "string", "number", ...
+// Type name for messages: "string", "number", "negative integer",
+// "fractional number", "out-of-range integer", ...
 std::string JsonTypeName(const nlohmann::json& j);
+// The same with its article: "a string", "an array", "null".
+std::string JsonTypeWithArticle(const nlohmann::json& j);
 
 }  // namespace moepack::internal
