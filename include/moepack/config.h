@@ -40,6 +40,7 @@ class ModelConfig {
   std::map<std::string, int64_t> ints_;
   std::map<std::string, std::string> strings_;
   std::map<std::string, bool> present_;
+  std::map<std::string, bool> nulls_;
   std::string model_type_;
   std::vector<std::string> architectures_;
   std::string text_;

@@ -8,16 +8,18 @@ namespace {
 using nlohmann::json;
 
 void Flatten(const json& j, const std::string& prefix, std::map<std::string, int64_t>& ints,
-             std::map<std::string, std::string>& strings, std::map<std::string, bool>& present, int depth) {
+             std::map<std::string, std::string>& strings, std::map<std::string, bool>& present,
+             std::map<std::string, bool>& nulls, int depth) {
   if (depth > 8) return;  // configs nest two or three levels; deeper data is irrelevant
   for (auto it = j.begin(); it != j.end(); ++it) {
     std::string key = prefix.empty() ? it.key() : prefix + "." + it.key();
     present[key] = true;
+    if (it->is_null()) nulls[key] = true;
     // Unsigned values past INT64_MAX do not fit: they count as non-integers.
     const bool fits = it->is_number_unsigned() ? it->get<uint64_t>() <= uint64_t{INT64_MAX} : it->is_number_integer();
     if (fits) ints[key] = it->get<int64_t>();
     else if (it->is_string()) strings[key] = it->get<std::string>();
-    else if (it->is_object()) Flatten(*it, key, ints, strings, present, depth + 1);
+    else if (it->is_object()) Flatten(*it, key, ints, strings, present, nulls, depth + 1);
   }
 }
 
@@ -31,7 +33,7 @@ Result<ModelConfig> ModelConfig::Parse(const std::string& text, const std::strin
   if (!j.is_object()) return Status::Corrupt(what + ": not a JSON object");
   ModelConfig c;
   c.text_ = text;
-  Flatten(j, "", c.ints_, c.strings_, c.present_, 0);
+  Flatten(j, "", c.ints_, c.strings_, c.present_, c.nulls_, 0);
   if (j.contains("model_type") && !j["model_type"].is_string()) {
     return Status::Corrupt(what + ": model_type is " + internal::JsonTypeWithArticle(j["model_type"]) + ", not a string");
   }
@@ -51,10 +53,12 @@ Result<ModelConfig> ModelConfig::Parse(const std::string& text, const std::strin
   for (const char* k : {"num_experts", "n_routed_experts", "num_local_experts"}) {
     for (const auto& p : kNestedPrefixes) {
       std::string key = p + k;
-      if (c.present_.count(key) && !c.ints_.count(key)) {
+      // null and 0 occur in real configs of dense variants: they mean "no
+      // routed experts", and conversion refuses them only where it fuses.
+      if (c.present_.count(key) && !c.ints_.count(key) && !c.nulls_.count(key)) {
         return Status::Corrupt(what + ": " + key + " is not an integer");
       }
-      if (auto v = c.Int(key); v && *v <= 0) return Status::Corrupt(what + ": " + key + " must be positive");
+      if (auto v = c.Int(key); v && *v < 0) return Status::Corrupt(what + ": " + key + " must not be negative");
     }
   }
   return c;

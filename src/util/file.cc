@@ -30,7 +30,9 @@ File& File::operator=(File&& other) noexcept {
 }
 
 Result<File> File::OpenRead(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO named like a shard must not hang the open; it is then
+  // refused as not a regular file. Regular files ignore the flag.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return ErrnoStatus("cannot open", path, errno);
   struct stat st;
   if (::fstat(fd, &st) == 0 && !S_ISREG(st.st_mode)) {
