@@ -71,6 +71,8 @@ TEST(CheckpointTest, SingleFileDirectory) {
   fs::create_directories(d / "sub/deeper");
   WriteFileOrDie(d / "sub/notes.md", "hi");
   WriteFileOrDie(d / "sub/deeper/model.safetensors", "not a checkpoint file, just carried over");
+  fs::create_directories(d / ".cache/huggingface/download");
+  WriteFileOrDie(d / ".cache/huggingface/download/config.json.metadata", "download bookkeeping, not carried over");
   auto c = Checkpoint::Open(d.path());
   ASSERT_TRUE(c.ok()) << c.status().message();
   EXPECT_EQ(c->dir(), d.path());

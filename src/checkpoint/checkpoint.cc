@@ -171,7 +171,9 @@ Result<Checkpoint> Checkpoint::Open(const std::string& path) {
     // Lexical: fs::relative would resolve symlinks (every file of a Hub cache
     // snapshot is a symlink into ../../blobs).
     std::string rel = it->path().lexically_relative(dir).string();
-    if (IsTemporaryName(rel)) {
+    // `hf download --local-dir` keeps its bookkeeping in .cache/: it describes
+    // the download, not the model, so it is not carried over.
+    if (IsTemporaryName(rel) || (it.depth() == 0 && rel == ".cache")) {
       if (it->is_directory()) it.disable_recursion_pending();
       continue;
     }
