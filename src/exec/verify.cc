@@ -357,6 +357,7 @@ Result<VerifyReport> Verify(const std::string& src_path, const std::string& dst_
 
   // Which conversion DST claims to be: the direction whose names it carries.
   std::string problem;
+  size_t problem_shared = 0;  // names DST shares with that direction's plan
   SourceLayout dst_layout = SourceLayout::kUnspecified;
   for (Direction d : {Direction::kToFused, Direction::kToPerExpert}) {
     PlanOptions po;
@@ -370,7 +371,14 @@ Result<VerifyReport> Verify(const std::string& src_path, const std::string& dst_
       problem.clear();
       break;
     }
-    if (problem.empty()) problem = diff;
+    // Report the difference from the direction DST resembles most: a
+    // per-expert DST lacking one expert is not "lacking gate_up_proj".
+    size_t shared = 0;
+    for (const auto& t : plan.tensors) shared += dst.Find(t.name) != nullptr;
+    if (problem.empty() || shared > problem_shared) {
+      problem = diff;
+      problem_shared = shared;
+    }
   }
   if (report.to.empty()) {
     report.problem = problem;
