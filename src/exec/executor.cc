@@ -1,6 +1,10 @@
 // Work is split into jobs of at most kJobBytes so that workers stay busy on
-// skewed plans; each job writes a disjoint region, so no locking is needed
-// beyond the job counter.
+// skewed plans; each job writes a disjoint region. Jobs are grouped into one
+// lane per output file, in destination order: buffered writes to one file
+// serialize on its inode lock (ext4, XFS, btrfs), so two workers copying into
+// the same file only spin on each other. A lane takes one copying worker at a
+// time (transposes, which spend their time in user space, may share one), and
+// the worker that completes a lane syncs its file while others keep copying.
 #include "moepack/executor.h"
 
 #include <fcntl.h>
@@ -30,13 +34,37 @@ constexpr uint64_t kJobBytes = 64ull << 20;
 constexpr uint64_t kBufferBytes = 8ull << 20;
 
 struct Job {
-  uint32_t dst_file;
-  uint64_t dst_offset;  // absolute in the output file
+  uint32_t dst_file = 0;
+  uint64_t dst_offset = 0;  // absolute in the output file
   const CopyRange* copy = nullptr;
   const TransposeBlock* transpose = nullptr;
   uint64_t part_offset = 0;  // within the copy range
   uint64_t part_length = 0;
 };
+
+// The jobs of one output file. Guarded by the executor's mutex.
+struct Lane {
+  std::vector<Job> jobs;  // by destination offset
+  size_t next = 0;        // first job not yet taken
+  size_t unfinished = 0;  // jobs not yet completed
+  uint64_t bytes_left = 0;
+  int writers = 0;
+  int max_writers = 1;
+};
+
+// The lane with work to hand out and room for a writer: fewest writers, then
+// most bytes left, so the largest files start first. Null when none.
+Lane* ClaimLane(std::vector<Lane>& lanes) {
+  Lane* best = nullptr;
+  for (Lane& l : lanes) {
+    if (l.next == l.jobs.size() || l.writers >= l.max_writers) continue;
+    if (!best || l.writers < best->writers || (l.writers == best->writers && l.bytes_left > best->bytes_left)) {
+      best = &l;
+    }
+  }
+  if (best) ++best->writers;
+  return best;
+}
 
 // Copies with copy_file_range (in-kernel, no user-space buffer) and falls back
 // to pread/pwrite where the kernel or filesystem refuses.
@@ -147,8 +175,9 @@ Result<ExecuteReport> Execute(const Plan& plan, const std::string& dst, const Ex
   }
 
   std::vector<File> dsts;
-  std::vector<Job> jobs;
+  std::vector<Lane> lanes(plan.shards.size());
   for (uint32_t si = 0; si < plan.shards.size(); ++si) {
+    std::vector<Job>& jobs = lanes[si].jobs;
     const PlannedShard& shard = plan.shards[si];
     MOEPACK_ASSIGN_OR_RETURN(File f, File::Create(out->path() + "/" + shard.filename));
     MOEPACK_RETURN_IF_ERROR(f.WriteAt(0, shard.layout.prefix.data(), shard.layout.prefix.size()));
@@ -173,27 +202,43 @@ Result<ExecuteReport> Execute(const Plan& plan, const std::string& dst, const Ex
     }
   }
   uint64_t total = 0;
-  for (const Job& j : jobs) total += j.part_length;
+  for (Lane& lane : lanes) {
+    std::sort(lane.jobs.begin(), lane.jobs.end(),
+              [](const Job& a, const Job& b) { return a.dst_offset < b.dst_offset; });
+    lane.unfinished = lane.jobs.size();
+    for (const Job& j : lane.jobs) {
+      lane.bytes_left += j.part_length;
+      if (j.transpose) lane.max_writers = 64;
+    }
+    total += lane.bytes_left;
+  }
 
-  std::atomic<size_t> next{0};
   std::atomic<uint64_t> done{0};
-  std::atomic<bool> failed{false};
-  std::mutex mu;
+  std::mutex mu;  // guards lanes and the error
+  bool failed = false;
   Status first_error;
   auto worker = [&] {
     std::vector<char> buf, tin, tout;
     bool use_cfr = true;
+    Lane* lane = nullptr;
     for (;;) {
-      if (failed.load(std::memory_order_relaxed)) return;
-      if (options.cancel && options.cancel->load(std::memory_order_relaxed)) {
+      Job j;
+      {
         std::lock_guard<std::mutex> lock(mu);
-        if (first_error.ok()) first_error = Status::IOError(dst + ": interrupted; nothing was written");
-        failed = true;
-        return;
+        if (!failed && options.cancel && options.cancel->load(std::memory_order_relaxed)) {
+          first_error = Status::IOError(dst + ": interrupted; nothing was written");
+          failed = true;
+        }
+        if (failed) return;
+        if (lane && lane->next == lane->jobs.size()) {
+          --lane->writers;
+          lane = nullptr;
+        }
+        if (!lane) lane = ClaimLane(lanes);
+        if (!lane) return;
+        j = lane->jobs[lane->next++];
+        lane->bytes_left -= j.part_length;
       }
-      const size_t i = next.fetch_add(1);
-      if (i >= jobs.size()) return;
-      const Job& j = jobs[i];
       Status st;
       if (j.copy) {
         st = CopyBytes(srcs[j.copy->src_file], j.copy->src_offset + j.part_offset, dsts[j.dst_file], j.dst_offset,
@@ -201,6 +246,13 @@ Result<ExecuteReport> Execute(const Plan& plan, const std::string& dst, const Ex
       } else {
         st = TransposeBytes(srcs[j.transpose->src_file], *j.transpose, dsts[j.dst_file], j.dst_offset, tin, tout);
       }
+      bool file_complete = false;
+      if (st.ok()) {
+        std::lock_guard<std::mutex> lock(mu);
+        file_complete = --lane->unfinished == 0;
+      }
+      // Flushing a finished file here overlaps it with the copying of others.
+      if (st.ok() && file_complete) st = dsts[j.dst_file].Sync();
       if (!st.ok()) {
         std::lock_guard<std::mutex> lock(mu);
         if (first_error.ok()) first_error = st;
@@ -219,9 +271,9 @@ Result<ExecuteReport> Execute(const Plan& plan, const std::string& dst, const Ex
   for (auto& t : pool) t.join();
   if (!first_error.ok()) return first_error;
 
-  for (File& f : dsts) {
-    MOEPACK_RETURN_IF_ERROR(f.Sync());
-    MOEPACK_RETURN_IF_ERROR(f.Close());
+  for (size_t i = 0; i < dsts.size(); ++i) {
+    if (lanes[i].jobs.empty()) MOEPACK_RETURN_IF_ERROR(dsts[i].Sync());  // a shard of empty tensors
+    MOEPACK_RETURN_IF_ERROR(dsts[i].Close());
   }
   if (!plan.index_json.empty()) {
     const std::string p = out->path() + "/" + kIndexFile;
