@@ -9,6 +9,7 @@ MOEPACK_APT_PACKAGES=(
   nlohmann-json3-dev libcli11-dev libxxhash-dev libre2-dev
   clang-14 libclang-rt-14-dev
   pybind11-dev python3-dev python3-numpy python3-torch python3-matplotlib python3-pytest
+  python3-setuptools python3-wheel python3-pip python3-venv
   time
 )
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds (Release and ASan+UBSan) and runs every
-# test through ctest. Exit status is non-zero if anything fails.
+# test through ctest, then the Python package's pytest suite. Exit status is
+# non-zero if anything fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build.sh release
@@ -8,6 +9,11 @@ scripts/build.sh asan
 
 echo "== tests (Release) =="
 ctest --test-dir build --output-on-failure -j"$(nproc)"
+
+echo "== Python package (pytest) =="
+cmake -S . -B build -DMOEPACK_PYTHON=ON >/dev/null
+cmake --build build -j"$(nproc)" --target moepack_python
+PYTHONPATH="$PWD/build/python" MOEPACK_BINARY="$PWD/build/moepack" /usr/bin/python3 -m pytest -q -p no:cacheprovider python/tests
 
 echo "== tests (ASan + UBSan) =="
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1"

@@ -215,6 +215,26 @@ TEST(LoaderTest, GateAndUpRowsOfTheSameRangeInterleave) {
   }
 }
 
+TEST(LoaderTest, MaxGapTradesBytesForReads) {
+  TempDir d;
+  Synth(d / "src", "--model-type qwen3_moe --dtype bf16 --layers 1 --experts 4 --hidden 64 --intermediate 32");
+  LoadOptions exact;
+  exact.parallel.tp_size = 4;
+  exact.parallel.tp_rank = 2;
+  LoadOptions merged = exact;
+  merged.max_gap = 1 << 20;
+  auto a = Loader::Open(d / "src", exact);
+  auto b = Loader::Open(d / "src", merged);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(LoadAll(*a), LoadAll(*b));
+  EXPECT_EQ(a->bytes_read(), a->rank_bytes());
+  EXPECT_GT(b->bytes_read(), b->rank_bytes());
+  // down_proj [4, 64, 8] of the rank: 64 rows of 16 bytes per expert, each a
+  // read of its own unless merged.
+  EXPECT_GE(a->read_calls(), 4u * 64u);
+  EXPECT_LT(b->read_calls() * 8, a->read_calls());
+}
+
 TEST(LoaderTest, Refusals) {
   TempDir d;
   Synth(d / "q", "--model-type qwen3_moe --dtype bf16 --layers 1 --experts 6 --hidden 16 --intermediate 12");

@@ -70,6 +70,11 @@ struct LoadOptions {
   // config.json needed): what a user's own streaming converter consumes.
   // REQUIRES: !parallel.parallel()
   bool raw = false;
+  // Reads of the rank's bytes that lie at most this many bytes apart in a
+  // file are merged into one read, gap included: more bytes, fewer preads
+  // (a tensor-parallel down_proj slice is one short run per row). 0 reads
+  // exactly the rank's bytes.
+  uint64_t max_gap = 0;
 };
 
 // One tensor as the rank receives it.
@@ -112,7 +117,8 @@ class Loader {
   Status ReadInto(size_t i, void* dst, uint64_t size) const;
   Result<OwnedTensor> Read(size_t i) const;
 
-  // Bytes read from disk and pread calls made so far, over all ReadInto.
+  // Bytes read from disk (gaps merged by max_gap included) and reads made
+  // so far, over all ReadInto calls.
   uint64_t bytes_read() const;
   uint64_t read_calls() const;
   void ResetCounters() const;

@@ -51,14 +51,14 @@ class LoadStream:
     find were raised by ``load`` already.
     """
 
-    def __init__(self, path, layout, model_type, rules, source_layout, parallel, converter, backend):
+    def __init__(self, path, layout, model_type, rules, source_layout, parallel, converter, backend, max_gap=0):
         self._torch = _backend(backend)
         self._converter = converter
         raw = converter is not None
         ep_rank, ep_size, tp_rank, tp_size = parallel
         self._l = _moepack.Loader(os.fspath(path), layout, model_type or "",
                                   "" if rules is None else os.fspath(rules), source_layout, ep_rank, ep_size, tp_rank,
-                                  tp_size, raw)
+                                  tp_size, raw, max_gap)
         self.ep_rank, self.ep_size, self.tp_rank, self.tp_size = parallel
 
     # --- what will be read ---
@@ -140,7 +140,7 @@ def _pairs(out, method):
 
 
 def load(path, layout="fused", model_type=None, ep_rank=0, ep_size=1, tp_rank=0, tp_size=1, ep_group=None,
-         tp_group=None, converter=None, *, rules=None, source_layout=None, backend=None):
+         tp_group=None, converter=None, *, rules=None, source_layout=None, backend=None, max_gap=0):
     """The state dict of the checkpoint at ``path`` converted to ``layout``
     ("fused": transformers v5 ``experts.gate_up_proj [E, 2I, H]`` /
     ``experts.down_proj [E, H, I]``; "per-expert": the Hub's names), as a
@@ -171,6 +171,11 @@ def load(path, layout="fused", model_type=None, ep_rank=0, ep_size=1, tp_rank=0,
 
     ``backend``: "torch" (the default when torch imports) or "numpy"
     (bf16 as uint16, 8-bit floats as uint8 bit patterns).
+
+    ``max_gap``: reads of the rank's bytes at most this many bytes apart in a
+    file are merged into one read, gap included (fewer, larger reads; a
+    tensor-parallel down_proj slice is otherwise one short read per row).
+    0, the default, reads exactly the rank's bytes.
     """
     if converter is not None:
         check_converter(converter)
@@ -178,8 +183,11 @@ def load(path, layout="fused", model_type=None, ep_rank=0, ep_size=1, tp_rank=0,
         raise InvalidArgumentError(f"layout: {layout!r} is not a layout (fused or per-expert)")
     ep_rank, ep_size = _group_rank(ep_group, ep_rank, ep_size, "ep")
     tp_rank, tp_size = _group_rank(tp_group, tp_rank, tp_size, "tp")
-    for what, v in (("ep_rank", ep_rank), ("ep_size", ep_size), ("tp_rank", tp_rank), ("tp_size", tp_size)):
+    for what, v in (("ep_rank", ep_rank), ("ep_size", ep_size), ("tp_rank", tp_rank), ("tp_size", tp_size),
+                    ("max_gap", max_gap)):
         if isinstance(v, bool) or not isinstance(v, int):
             raise InvalidArgumentError(f"{what} must be an int, got {type(v).__name__}")
+    if max_gap < 0:
+        raise InvalidArgumentError(f"max_gap must not be negative, got {max_gap}")
     return LoadStream(path, layout, model_type, rules, source_layout, (ep_rank, ep_size, tp_rank, tp_size), converter,
-                      backend)
+                      backend, max_gap)

@@ -171,7 +171,7 @@ class PyLoader {
  public:
   PyLoader(const std::string& path, const std::string& to, const std::string& model_type, const std::string& rules,
            const std::optional<std::string>& source_layout, int ep_rank, int ep_size, int tp_rank, int tp_size,
-           bool raw) {
+           bool raw, uint64_t max_gap) {
     LoadOptions o;
     o.direction = ParseTo(to);
     o.model_type = model_type;
@@ -179,6 +179,7 @@ class PyLoader {
     o.source_layout = ParseSourceLayout(source_layout);
     o.parallel = {ep_rank, ep_size, tp_rank, tp_size};
     o.raw = raw;
+    o.max_gap = max_gap;
     py::gil_scoped_release nogil;
     loader_ = std::make_unique<Loader>(Unwrap(Loader::Open(path, o)));
   }
@@ -281,9 +282,10 @@ PYBIND11_MODULE(_moepack, m) {
 
   py::class_<PyLoader>(m, "Loader")
       .def(py::init<const std::string&, const std::string&, const std::string&, const std::string&,
-                    const std::optional<std::string>&, int, int, int, int, bool>(),
+                    const std::optional<std::string>&, int, int, int, int, bool, uint64_t>(),
            py::arg("path"), py::arg("to"), py::arg("model_type"), py::arg("rules"), py::arg("source_layout"),
-           py::arg("ep_rank"), py::arg("ep_size"), py::arg("tp_rank"), py::arg("tp_size"), py::arg("raw"))
+           py::arg("ep_rank"), py::arg("ep_size"), py::arg("tp_rank"), py::arg("tp_size"), py::arg("raw"),
+           py::arg("max_gap"))
       .def("__len__", &PyLoader::size)
       .def("info", &PyLoader::Info, py::arg("index"),
            "(name, dtype, shape, full_shape, nbytes, split) of tensor `index`")

@@ -131,3 +131,15 @@ def test_parallel_errors(synth):
     for kwargs, message in cases:
         with pytest.raises(moepack.InvalidArgumentError, match=message):
             moepack.load(src, **kwargs)
+
+
+def test_max_gap_merges_reads(synth):
+    src = synth(*QWEN_BF16)
+    exact = moepack.load(src, tp_size=4, tp_rank=1)
+    merged = moepack.load(src, tp_size=4, tp_rank=1, max_gap=1 << 20)
+    a, b = exact.state_dict(), merged.state_dict()
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    assert exact.bytes_read == exact.rank_bytes < merged.bytes_read
+    assert merged.read_calls < exact.read_calls
+    with pytest.raises(moepack.InvalidArgumentError, match="max_gap must not be negative"):
+        moepack.load(src, max_gap=-1)

@@ -92,45 +92,73 @@ std::pair<uint64_t, uint64_t> BlockSize(const std::optional<ModelConfig>& config
   return bs;
 }
 
-// Coalesces reads that continue each other in the file and in memory.
+// Coalesces reads. A read that continues the previous one in the file and
+// in memory extends it; one that starts at most `max_gap` bytes after the
+// previous one ends joins it in a span read through a bounce buffer and
+// scattered (the gap bytes are read too and counted). With max_gap 0 only
+// the rank's bytes are read, in as few preads as their layout allows.
 class Reader {
  public:
-  Reader(const std::vector<File>& files, std::atomic<uint64_t>& bytes, std::atomic<uint64_t>& calls)
-      : files_(files), bytes_(bytes), calls_(calls) {}
-  ~Reader() = default;
+  static constexpr uint64_t kMaxSpan = 16ull << 20;  // bounce buffer bound
+
+  Reader(const std::vector<File>& files, uint64_t max_gap, std::atomic<uint64_t>& bytes, std::atomic<uint64_t>& calls)
+      : files_(files), max_gap_(max_gap), bytes_(bytes), calls_(calls) {}
 
   Status Add(uint32_t file, uint64_t offset, uint8_t* dst, uint64_t len) {
     if (len == 0) return Status::OK();
-    if (len_ && file == file_ && offset == offset_ + len_ && dst == dst_ + len_) {
-      len_ += len;
-      return Status::OK();
+    if (!segs_.empty() && file == file_) {
+      Seg& last = segs_.back();
+      const uint64_t end = last.offset + last.len;
+      if (segs_.size() == 1 && offset == end && dst == last.dst + last.len) {
+        last.len += len;  // one direct read, however long
+        return Status::OK();
+      }
+      if (offset >= end && offset - end <= max_gap_ && offset + len - segs_.front().offset <= kMaxSpan &&
+          segs_.front().len <= kMaxSpan) {
+        if (offset == end && dst == last.dst + last.len) {
+          last.len += len;
+        } else {
+          segs_.push_back(Seg{offset, dst, len});
+        }
+        return Status::OK();
+      }
     }
     MOEPACK_RETURN_IF_ERROR(Flush());
     file_ = file;
-    offset_ = offset;
-    dst_ = dst;
-    len_ = len;
+    segs_.push_back(Seg{offset, dst, len});
     return Status::OK();
   }
 
   Status Flush() {
-    if (!len_) return Status::OK();
-    const uint64_t n = len_;
-    len_ = 0;
-    MOEPACK_RETURN_IF_ERROR(files_[file_].ReadAt(offset_, dst_, n));
-    bytes_.fetch_add(n, std::memory_order_relaxed);
+    if (segs_.empty()) return Status::OK();
+    const uint64_t start = segs_.front().offset;
+    const uint64_t span = segs_.back().offset + segs_.back().len - start;
+    if (segs_.size() == 1) {
+      MOEPACK_RETURN_IF_ERROR(files_[file_].ReadAt(start, segs_[0].dst, span));
+    } else {
+      bounce_.resize(span);
+      MOEPACK_RETURN_IF_ERROR(files_[file_].ReadAt(start, bounce_.data(), span));
+      for (const Seg& s : segs_) std::memcpy(s.dst, bounce_.data() + (s.offset - start), s.len);
+    }
+    segs_.clear();
+    bytes_.fetch_add(span, std::memory_order_relaxed);
     calls_.fetch_add(1, std::memory_order_relaxed);
     return Status::OK();
   }
 
  private:
+  struct Seg {
+    uint64_t offset;
+    uint8_t* dst;
+    uint64_t len;
+  };
   const std::vector<File>& files_;
+  const uint64_t max_gap_;
   std::atomic<uint64_t>& bytes_;
   std::atomic<uint64_t>& calls_;
   uint32_t file_ = 0;
-  uint64_t offset_ = 0;
-  uint8_t* dst_ = nullptr;
-  uint64_t len_ = 0;
+  std::vector<Seg> segs_;
+  std::vector<uint8_t> bounce_;
 };
 
 // Bytes [full, full + len) of the full tensor land at [rank, rank + len) of
@@ -152,6 +180,7 @@ struct Loader::State {
   std::vector<View> views;
   std::string family;
   uint64_t rank_bytes = 0;
+  uint64_t max_gap = 0;
   mutable std::atomic<uint64_t> bytes_read{0};
   mutable std::atomic<uint64_t> read_calls{0};
 
@@ -336,6 +365,7 @@ Result<Loader> Loader::Open(const std::string& path, const LoadOptions& options)
   }
   MOEPACK_ASSIGN_OR_RETURN(Checkpoint ckpt, Checkpoint::Open(path));
   auto s = std::make_unique<State>();
+  s->max_gap = options.max_gap;
   std::optional<RuleSet> rules;
   if (options.raw) {
     s->plan = RawPlan(ckpt);
@@ -500,7 +530,7 @@ Status Loader::ReadInto(size_t i, void* dst, uint64_t size) const {
   const PlannedTensor& pt = s_->plan.tensors[s_->plan_index[i]];
   auto* out = static_cast<uint8_t*>(dst);
   const std::vector<Run> runs = s_->Runs(i);
-  Reader reader(s_->files, s_->bytes_read, s_->read_calls);
+  Reader reader(s_->files, s_->max_gap, s_->bytes_read, s_->read_calls);
 
   std::vector<const CopyRange*> copies;
   copies.reserve(pt.copies.size());
