@@ -13,15 +13,19 @@
 namespace moepack {
 namespace {
 
+// The family's own rules first; then every other built-in family, so that a
+// layout the family's rules do not describe (qwen3_vl_moe re-saved per
+// expert) is still recognised.
 std::vector<RuleSet> CandidateRules(const Checkpoint& c, std::string* family) {
+  std::vector<RuleSet> all;
   if (c.config()) {
     if (auto rs = RulesForConfig(*c.config()); rs.ok()) {
       *family = rs->family();
-      return {std::move(rs).value()};
+      all.push_back(std::move(rs).value());
     }
   }
-  std::vector<RuleSet> all;
   for (const auto& f : BuiltinFamilies()) {
+    if (f == *family) continue;
     if (auto rs = BuiltinRules(f); rs.ok()) all.push_back(std::move(rs).value());
   }
   return all;
