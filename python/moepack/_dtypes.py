@@ -136,18 +136,16 @@ def dtype_name_of(tensor):
 
 
 def as_bytes(tensor, torch=None):
-    """(shape, contiguous numpy array over the tensor's bytes) of a CPU copy if needed."""
+    """(shape, C-contiguous numpy array over the tensor's bytes); torch
+    tensors are moved to the CPU first if needed. dtypes numpy lacks (bf16,
+    float8) travel as same-width integers: only the bytes matter."""
     if is_torch_tensor(tensor):
         t = tensor.detach()
         if t.device.type != "cpu":
             t = t.cpu()
         t = t.contiguous()
-        shape = tuple(t.shape)
-        item = t.element_size()
-        if t.dtype.is_complex or t.dtype == torch.bool or str(t.dtype) in (
-                "torch.float16", "torch.float32", "torch.float64", "torch.uint8", "torch.int8", "torch.int16",
-                "torch.int32", "torch.int64"):
-            return shape, t.numpy()
-        return shape, t.view(getattr(torch, _INT_OF_WIDTH[item])).numpy()
+        if t.dtype != torch.bool and not t.is_complex():
+            t = t.view(getattr(torch, _INT_OF_WIDTH[t.element_size()]))
+        return tuple(tensor.shape), t.numpy()
     a = np.ascontiguousarray(tensor)
     return a.shape, a
