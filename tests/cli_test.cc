@@ -43,6 +43,8 @@ struct InspectCase {
   std::string layout;
 };
 
+void PrintTo(const InspectCase& c, std::ostream* os) { *os << c.family << "/" << c.layout; }
+
 class InspectEvery : public ::testing::TestWithParam<InspectCase> {};
 
 TEST_P(InspectEvery, JsonDescribesTheCheckpoint) {

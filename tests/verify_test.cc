@@ -58,6 +58,8 @@ struct Case {
   std::string dtype;
 };
 
+void PrintTo(const Case& c, std::ostream* os) { *os << c.family << "/" << c.layout << "/" << c.dtype; }
+
 class VerifyGood : public ::testing::TestWithParam<Case> {};
 
 TEST_P(VerifyGood, PassesBothDirections) {
