@@ -276,8 +276,11 @@ Result<ExecuteReport> Execute(const Plan& plan, const std::string& dst, const Ex
     MOEPACK_RETURN_IF_ERROR(dsts[i].Close());
   }
   if (!plan.index_json.empty()) {
-    const std::string p = out->path() + "/" + kIndexFile;
-    MOEPACK_RETURN_IF_ERROR(internal::WriteSmallFile(p, plan.index_json));
+    // Synced like the shards: after the rename, the index must be on disk too.
+    MOEPACK_ASSIGN_OR_RETURN(File index, File::Create(out->path() + "/" + kIndexFile));
+    MOEPACK_RETURN_IF_ERROR(index.WriteAt(0, plan.index_json.data(), plan.index_json.size()));
+    MOEPACK_RETURN_IF_ERROR(index.Sync());
+    MOEPACK_RETURN_IF_ERROR(index.Close());
   }
   std::vector<char> buf;
   for (const std::string& rel : plan.aux_files) {

@@ -79,6 +79,9 @@ class Cutter {
       std::vector<uint64_t> piece_shape = f.transpose ? std::vector<uint64_t>{per[1], per[0]} : per;
       MOEPACK_ASSIGN_OR_RETURN(auto geo, internal::Geometry(f.transpose ? piece_shape : per, t.dtype, K,
                                                             f.transpose ? 0 : static_cast<int>(axis)));
+      if (t.shape[0] > internal::kMaxSplitPieces / K) {
+        return Status::Corrupt("'" + name + "': " + std::to_string(t.shape[0]) + " experts are too many to cut");
+      }
       for (uint64_t j = 0; j < t.shape[0]; ++j) {
         for (uint64_t k = 0; k < K; ++k) {
           Piece p;
@@ -109,6 +112,9 @@ class Cutter {
           return Status::InvalidArgument("'" + name + "': shape fits both the Hub and the v5 layout; pass --source-layout");
         }
         is_hub = layout_ == SourceLayout::kHub;
+      }
+      if (t.shape[0] > internal::kMaxSplitPieces) {
+        return Status::Corrupt("'" + name + "': " + std::to_string(t.shape[0]) + " experts are too many to cut");
       }
       const uint64_t slice = t.nbytes() / std::max<uint64_t>(1, t.shape[0]);
       for (uint64_t j = 0; j < t.shape[0]; ++j) {
@@ -359,11 +365,20 @@ Result<VerifyReport> Verify(const std::string& src_path, const std::string& dst_
   std::string problem;
   size_t problem_shared = 0;  // names DST shares with that direction's plan
   SourceLayout dst_layout = SourceLayout::kUnspecified;
+  Status plan_error;
   for (Direction d : {Direction::kToFused, Direction::kToPerExpert}) {
     PlanOptions po;
     po.direction = d;
     po.source_layout = options.source_layout;
-    MOEPACK_ASSIGN_OR_RETURN(Plan plan, MakePlan(src, rules, po));
+    // SRC may convert in one direction only (e.g. an incomplete expert group
+    // still copies to per-expert): a direction that cannot be planned is
+    // simply not the one DST was made in.
+    auto planned = MakePlan(src, rules, po);
+    if (!planned.ok()) {
+      if (plan_error.ok()) plan_error = planned.status();
+      continue;
+    }
+    const Plan& plan = *planned;
     std::string diff = CompareNames(plan, dst);
     if (diff.empty()) {
       report.to = d == Direction::kToFused ? "fused" : "per-expert";
@@ -381,6 +396,7 @@ Result<VerifyReport> Verify(const std::string& src_path, const std::string& dst_
     }
   }
   if (report.to.empty()) {
+    if (problem.empty()) return plan_error;  // SRC converts in neither direction
     report.problem = problem;
     return report;
   }

@@ -26,7 +26,6 @@ struct Source {
   uint64_t abs_begin() const { return data_start + info->begin; }
 };
 
-using internal::IdRanges;
 
 // The part of a name after the expert index, for messages: "up_proj.weight".
 std::string SourceLabel(const RuleSet& rules, int fusion, int source) {
@@ -183,12 +182,26 @@ Status Planner::FinishGroups() {
       present.push_back(j);
     }
     if (static_cast<int64_t>(present.size()) != E) {
-      std::vector<int64_t> missing;
-      for (int64_t j = 0; j < E; ++j) {
-        if (!g.experts.count(j)) missing.push_back(j);
+      // The gaps between the ids present, as ranges: E comes from config.json
+      // and may be huge, so never walk all of 0..E-1.
+      std::vector<std::pair<int64_t, int64_t>> gaps;
+      int64_t next = 0;
+      for (int64_t j : present) {
+        if (j > next) gaps.emplace_back(next, j - 1);
+        next = j + 1;
       }
-      return Status::Corrupt(label + ": " + SourceLabel(rules_, g.fusion, 0) + " missing for experts " +
-                             IdRanges(missing) + " (config.json says " + std::to_string(E) + " experts, found " +
+      if (next < E) gaps.emplace_back(next, E - 1);
+      std::string missing;
+      for (size_t i = 0; i < gaps.size(); ++i) {
+        if (i == 20) {
+          missing += ",...";
+          break;
+        }
+        missing += (i ? "," : "") + std::to_string(gaps[i].first);
+        if (gaps[i].second > gaps[i].first) missing += "-" + std::to_string(gaps[i].second);
+      }
+      return Status::Corrupt(label + ": " + SourceLabel(rules_, g.fusion, 0) + " missing for experts " + missing +
+                             " (config.json says " + std::to_string(E) + " experts, found " +
                              std::to_string(present.size()) + ")");
     }
     MOEPACK_RETURN_IF_ERROR(AddFused(g));
@@ -282,6 +295,13 @@ Status Planner::AddSplit(const Source& s, const RuleSet::TargetMatch& m) {
   if (t.shape.size() < 2 || t.shape[0] != static_cast<uint64_t>(E)) {
     return Status::Corrupt("'" + s.name + "': fused shape " + internal::ShapeString(t.shape) + " does not start with the " +
                            std::to_string(E) + " experts that config.json declares");
+  }
+  uint64_t pieces = 0;
+  if (__builtin_mul_overflow(static_cast<uint64_t>(E), K, &pieces) || pieces > internal::kMaxSplitPieces) {
+    // A zero-byte fused tensor can claim any number of experts.
+    return Status::Corrupt("'" + s.name + "': splitting " + std::to_string(E) + " experts into " + std::to_string(K) +
+                           " sources would make too many tensors (the limit is " +
+                           std::to_string(internal::kMaxSplitPieces) + ")");
   }
   fused_dtype_[{m.fusion, m.prefix}] = t.dtype;
   std::vector<uint64_t> per(t.shape.begin() + 1, t.shape.end());

@@ -12,6 +12,11 @@
 
 namespace moepack::internal {
 
+// At most this many per-expert pieces are cut from one fused tensor (E * K).
+// Real models have a few hundred experts; a zero-byte fused tensor could
+// otherwise claim billions and make planning run for hours.
+inline constexpr uint64_t kMaxSplitPieces = uint64_t{1} << 22;
+
 struct ConcatGeometry {
   uint64_t outer = 1;        // runs per expert slice
   uint64_t chunk_bytes = 0;  // one source's bytes in one run

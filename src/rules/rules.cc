@@ -5,6 +5,7 @@
 
 #include <re2/re2.h>
 
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -183,8 +184,11 @@ Result<RuleSet> RuleSet::Parse(std::string_view text, const std::string& what) {
     if (f.sources.empty()) return r.Error("sources", "must list at least one source");
     const json& fj = fusions[i];
     if (fj.contains("concat_dim")) {
-      if (!fj["concat_dim"].is_number_integer()) return r.Error("concat_dim", "expected an integer");
-      f.concat_dim = fj["concat_dim"].get<int>();
+      const json& cd = fj["concat_dim"];
+      if (!cd.is_number_integer()) return r.Error("concat_dim", "expected an integer");
+      // Checked before narrowing to int: 4294967297 must not become 1.
+      if (cd.is_number_unsigned() && cd.get<uint64_t>() > 64) return r.Error("concat_dim", "must be at most 64");
+      f.concat_dim = static_cast<int>(std::max<int64_t>(cd.get<int64_t>(), 0));
     }
     if (fj.contains("transpose")) {
       if (!fj["transpose"].is_boolean()) return r.Error("transpose", "expected true or false");
