@@ -19,3 +19,9 @@ echo "== tests (ASan + UBSan) =="
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 ctest --test-dir build-asan --output-on-failure -j"$(nproc)"
+
+echo "== fuzz targets, briefly (clang-14: libFuzzer + ASan + UBSan) =="
+CC=clang-14 CXX=clang++-14 cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMOEPACK_FUZZ=ON \
+  -DMOEPACK_TESTS=OFF -DMOEPACK_BENCH=OFF >/dev/null
+cmake --build build-fuzz -j"$(nproc)" --target moepack_fuzz
+ctest --test-dir build-fuzz/fuzz --output-on-failure -j"$(nproc)"
