@@ -107,26 +107,34 @@ synth() {  # synth DIR LAYERS
 }
 
 # One round runs every contestant once, so slow drifts (other jobs, writeback)
-# hit all of them alike; outputs are deleted between runs so that the source
-# stays in the page cache.
+# hit all of them alike; outputs are deleted between runs. The two directions
+# run in two phases, each with only its own source in the page cache (two
+# sources and an output do not fit in RAM at 4 layers), and each direction is
+# compared with `cp -r` of its own source.
 bench_layers() {  # bench_layers LAYERS WITH_TORCH
-  local n="$1" with_torch="$2" src="$work/src$1"
+  local n="$1" with_torch="$2" src="$work/src$1" fused="$work/fused$1"
   synth "$src" "$n"
   warm "$src"
   local size; size=$(bytes_of "$src")
   echo "$n $size" >> "$work/sizes.txt"
   for ((r = 1; r <= runs; r++)); do
-    echo "  L$n run $r/$runs (load $(load))"
+    echo "  L$n per-expert -> fused, run $r/$runs (load $(load))"
     measure "cp$n" "$work/X" cp -r "$src" "$work/X"
     measure "cpsync$n" "$work/X" sh -c 'cp -r "$1" "$2" && sync' sh "$src" "$work/X"
-    measure "fused$n" "" "$moepack" convert "$src" "$work/Y"
-    measure "perexp$n" "$work/Z" "$moepack" convert "$work/Y" "$work/Z" --to per-expert
-    rm -rf "$work/Y"
+    measure "fused$n" "$work/Y" "$moepack" convert "$src" "$work/Y"
     if [[ $with_torch == 1 ]]; then
       measure "torch$n" "$work/T" /usr/bin/python3 "$repo/bench/torch_convert.py" "$src" "$work/T"
     fi
   done
+  "$moepack" convert "$src" "$fused" >/dev/null
   rm -rf "$src"
+  warm "$fused"
+  for ((r = 1; r <= runs; r++)); do
+    echo "  L$n fused -> per-expert, run $r/$runs (load $(load))"
+    measure "cpf$n" "$work/X" cp -r "$fused" "$work/X"
+    measure "perexp$n" "$work/Z" "$moepack" convert "$fused" "$work/Z" --to per-expert
+  done
+  rm -rf "$fused"
 }
 
 echo "== qwen3-30b-a3b, 4 layers, 1GB source shards: $runs runs each, warm page cache"
@@ -140,32 +148,32 @@ echo "load:   $(load) at the end of the timed runs"
 echo
 
 size4=$(awk '$1 == 4 { print $2 }' "$work/sizes.txt")
-cp4=$(median cp4)
 torch4=$(median torch4)
-row() {  # row NAME LABEL
+row() {  # row NAME LABEL BASELINE_LABEL
   local t; t=$(median "$2")
-  awk -v name="$1" -v t="$t" -v cp="$cp4" -v tr="${torch4:-nan}" -v b="$size4" -v rss="$(peak_mib "$2")" -v all="$(all_runs "$2")" \
+  awk -v name="$1" -v t="$t" -v cp="$(median "$3")" -v tr="${torch4:-nan}" -v b="$size4" -v rss="$(peak_mib "$2")" -v all="$(all_runs "$2")" \
     'BEGIN { vt = (tr == "nan" || tr == "") ? "-" : sprintf("%.1fx", tr / t);
              printf "  %-32s %8.2f s %7.2f GB/s %7.2fx %11s %9s MiB   runs: %s\n", name, t, b / t / 1e9, t / cp, vt, rss, all }'
 }
 echo "== results: 4 layers, $(awk -v b="$size4" 'BEGIN { printf "%.2f GB", b / 1e9 }'), median of $runs"
-printf "  %-32s %10s %12s %8s %11s %13s\n" "" "median" "throughput" "vs cp" "faster than" "peak RSS"
-printf "  %-32s %10s %12s %8s %11s %13s\n" "" "" "" "" "torch" ""
-row "cp -r" cp4
-row "cp -r && sync" cpsync4
-row "moepack convert (to fused)" fused4
-row "moepack convert --to per-expert" perexp4
-[[ $torch == 1 ]] && row "PyTorch (to fused)" torch4
+printf "  %-32s %10s %12s %8s %11s %13s\n" "" "median" "throughput" "vs cp of" "faster than" "peak RSS"
+printf "  %-32s %10s %12s %8s %11s %13s\n" "" "" "" "its source" "torch" ""
+row "cp -r SRC" cp4 cp4
+row "cp -r SRC && sync" cpsync4 cp4
+row "moepack convert (to fused)" fused4 cp4
+[[ $torch == 1 ]] && row "PyTorch (to fused)" torch4 cp4
+row "cp -r FUSED" cpf4 cpf4
+row "moepack convert --to per-expert" perexp4 cpf4
 echo
 
 if [[ $layers == 1 ]]; then
   echo "== seconds per GB (median), peak RSS"
-  printf "  %-7s %9s %14s %14s %16s %12s %12s\n" layers GB "cp -r s/GB" "fused s/GB" "per-expert s/GB" "fused RSS" "p-e RSS"
+  printf "  %-7s %7s %11s %11s %11s %16s %11s %11s\n" layers GB "cp SRC s/GB" "fused s/GB" "cp FUSED" "per-expert s/GB" "fused RSS" "p-e RSS"
   for n in 1 2 4; do
     b=$(awk -v n=$n '$1 == n { print $2 }' "$work/sizes.txt")
-    awk -v n=$n -v b="$b" -v c="$(median cp$n)" -v f="$(median fused$n)" -v p="$(median perexp$n)" \
+    awk -v n=$n -v b="$b" -v c="$(median cp$n)" -v f="$(median fused$n)" -v cf="$(median cpf$n)" -v p="$(median perexp$n)" \
         -v rf="$(peak_mib fused$n)" -v rp="$(peak_mib perexp$n)" \
-      'BEGIN { g = b / 1e9; printf "  %-7s %9.2f %14.3f %14.3f %16.3f %8s MiB %8s MiB\n", n, g, c / g, f / g, p / g, rf, rp }'
+      'BEGIN { g = b / 1e9; printf "  %-7s %7.2f %11.3f %11.3f %11.3f %16.3f %7s MiB %7s MiB\n", n, g, c / g, f / g, cf / g, p / g, rf, rp }'
   done
   echo
 fi
