@@ -482,6 +482,19 @@ const Case kCases[] = {
           "concat_dim":4294967297}]})");
      },
      "member \"concat_dim\": must be at most 64", Inspect::kMayPass, {"--rules", "@/rules.json"}},
+    {"rules_renames_double_names",
+     [](const Src& s) {
+       s.Qwen();
+       s.Model(TinyQwen());
+       nlohmann::json r = {{"family", "x"}, {"renames", nlohmann::json::array()}};
+       for (int i = 0; i < 40; ++i) {  // 2^40 times the name, were nothing to stop it
+         r["renames"].push_back({{"pattern", "(.+)"}, {"replacement", "\\1\\1"}, {"reverse_pattern", "zzz"},
+                                 {"reverse_replacement", "z"}});
+       }
+       Write(s.dir + "/../rules.json", r.dump());
+     },
+     "grow the name 'model.embed_tokens.weight' by more than 65536 bytes", Inspect::kMayPass,
+     {"--rules", "@/rules.json"}},
     {"rules_is_directory",
      [](const Src& s) {
        s.Qwen();

@@ -76,7 +76,11 @@ class RuleSet {
   const std::vector<TransposeRule>& transposes() const { return transposes_; }
 
   // Renames in rule order (to fused) or their reverses in reverse order.
+  // Once a name has grown by more than kMaxRenameGrowth bytes no further
+  // rule is applied (renames that each double a name would otherwise
+  // exhaust memory); the planner refuses such a name.
   std::string Rename(std::string_view name, Direction d) const;
+  static constexpr size_t kMaxRenameGrowth = 65536;
 
   struct SourceMatch {
     int fusion = -1;

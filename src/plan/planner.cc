@@ -104,8 +104,16 @@ Status Planner::AddCopy(const Source& s, std::string out_name) {
   return Emit(std::move(t), "'" + s.name + "'");
 }
 
+// Renames that keep growing a name are refused, not followed (see Rename).
+Status CheckGrowth(const RuleSet& rules, const std::string& from, const std::string& to) {
+  if (to.size() <= from.size() + RuleSet::kMaxRenameGrowth) return Status::OK();
+  return Status::InvalidArgument("rules of " + rules.family() + " grow the name '" + from + "' by more than " +
+                                 std::to_string(RuleSet::kMaxRenameGrowth) + " bytes");
+}
+
 Status Planner::CollectForward(const Source& s) {
   std::string renamed = rules_.Rename(s.name, Direction::kToFused);
+  MOEPACK_RETURN_IF_ERROR(CheckGrowth(rules_, s.name, renamed));
   if (renamed != s.name && rules_.Rename(renamed, Direction::kToPerExpert) != s.name) {
     return Status::InvalidArgument("rules of " + rules_.family() + " are not exactly invertible on '" + s.name +
                                    "' (renamed to '" + renamed + "', which renames back to '" +
@@ -134,6 +142,7 @@ Status Planner::CollectReverse(const Source& s) {
   if (auto m = rules_.MatchTarget(s.name)) return AddSplit(s, *m);
   if (auto m = rules_.MatchTranspose(s.name)) return AddTranspose(s, *m);
   std::string out = rules_.Rename(s.name, Direction::kToPerExpert);
+  MOEPACK_RETURN_IF_ERROR(CheckGrowth(rules_, s.name, out));
   if (out != s.name && rules_.Rename(out, Direction::kToFused) != s.name) {
     return Status::InvalidArgument("rules of " + rules_.family() + " are not exactly invertible on '" + s.name + "'");
   }

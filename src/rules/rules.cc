@@ -284,10 +284,15 @@ Result<RuleSet> RuleSet::Parse(std::string_view text, const std::string& what) {
 std::string RuleSet::Rename(std::string_view name, Direction d) const {
   std::string s(name);
   const auto& rs = compiled_->renames;
+  const size_t limit = name.size() + kMaxRenameGrowth;
   if (d == Direction::kToFused) {
-    for (size_t i = 0; i < rs.size(); ++i) RE2::GlobalReplace(&s, *rs[i].forward, renames_[i].replacement);
+    for (size_t i = 0; i < rs.size() && s.size() <= limit; ++i) {
+      RE2::GlobalReplace(&s, *rs[i].forward, renames_[i].replacement);
+    }
   } else {
-    for (size_t i = rs.size(); i-- > 0;) RE2::GlobalReplace(&s, *rs[i].reverse, renames_[i].reverse_replacement);
+    for (size_t i = rs.size(); i-- > 0 && s.size() <= limit;) {
+      RE2::GlobalReplace(&s, *rs[i].reverse, renames_[i].reverse_replacement);
+    }
   }
   return s;
 }
