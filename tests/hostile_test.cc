@@ -308,7 +308,21 @@ const Case kCases[] = {
      },
      "not a regular file"},
 
+    {"index_is_symlink_loop",
+     [](const Src& s) {
+       s.Qwen();
+       s.Model(TinyQwen());
+       fs::create_symlink("model.safetensors.index.json", s.dir + "/model.safetensors.index.json");
+     },
+     "model.safetensors.index.json: cannot stat (Too many levels of symbolic links)"},
+
     // --- config.json ---
+    {"config_is_symlink_loop",
+     [](const Src& s) {
+       s.Model(TinyQwen());
+       fs::create_symlink("config.json", s.dir + "/config.json");
+     },
+     "config.json: cannot stat (Too many levels of symbolic links)"},
     {"config_invalid_json", [](const Src& s) { s.Config("{\"num_experts\": 4,"); s.Model(TinyQwen()); }, "invalid JSON"},
     {"config_not_object", [](const Src& s) { s.Config("[4]"); s.Model(TinyQwen()); }, "config.json: not a JSON object"},
     {"config_is_fifo",
@@ -532,7 +546,7 @@ TEST_P(HostileTest, FailsCleanly) {
   const Src src{t / "src"};
   fs::create_directories(src.dir);
   c.build(src);
-  const std::string before = HashTree(t.path());
+  const std::string before = Snapshot(t.path());
   const std::string src_arg = t / c.src_rel;
   const std::string dst = t / "dst";
 
@@ -546,7 +560,7 @@ TEST_P(HostileTest, FailsCleanly) {
   ExpectCleanFailure(r, c.expect, "convert");
   EXPECT_FALSE(fs::exists(dst)) << "convert left DST behind";
   EXPECT_TRUE(Leftovers(t.path()).empty()) << "convert left a temporary: " << Leftovers(t.path())[0];
-  EXPECT_EQ(HashTree(t.path()), before) << "convert changed SRC";
+  EXPECT_TRUE(Snapshot(t.path()) == before) << "convert changed SRC";
 
   Exit i = RunProcess({MOEPACK_BINARY, "inspect", src_arg}, io.path(), "", std::chrono::seconds(30));
   if (c.inspect == Inspect::kFails) {
@@ -557,11 +571,30 @@ TEST_P(HostileTest, FailsCleanly) {
       EXPECT_EQ(Lines(i.err).size(), 1u) << i.err;
     }
   }
-  EXPECT_EQ(HashTree(t.path()), before) << "inspect changed SRC";
+  EXPECT_TRUE(Snapshot(t.path()) == before) << "inspect changed SRC";
 }
 
 INSTANTIATE_TEST_SUITE_P(Corpus, HostileTest, ::testing::ValuesIn(kCases),
                          [](const ::testing::TestParamInfo<Case>& info) { return std::string(info.param.name); });
+
+// Not every oddity is an error: links that loop or dangle among the other
+// files are not carried over, and the conversion goes on.
+TEST(HostileExtras, BrokenLinksAmongOtherFilesAreSkipped) {
+  TempDir t, io;
+  const Src src{t / "src"};
+  fs::create_directories(src.dir + "/sub");
+  src.Qwen();
+  src.Model(TinyQwen());
+  fs::create_symlink("loop", src.dir + "/loop");
+  fs::create_symlink("loop.safetensors", src.dir + "/loop.safetensors");
+  fs::create_symlink("nowhere", src.dir + "/sub/dangling");
+  Exit r = RunProcess({MOEPACK_BINARY, "convert", src.dir, t / "dst"}, io.path());
+  ASSERT_TRUE(r.exited && r.code == 0) << r.Describe() << "\n" << r.err;
+  EXPECT_TRUE(fs::exists(t / "dst/config.json"));
+  EXPECT_FALSE(fs::exists(fs::symlink_status(t / "dst/loop")));
+  Exit v = RunProcess({MOEPACK_BINARY, "verify", src.dir, t / "dst"}, io.path());
+  EXPECT_TRUE(v.exited && v.code == 0) << v.err;
+}
 
 TEST(HostileCorpus, IsLargeAndNamesAreUnique) {
   std::set<std::string> names;

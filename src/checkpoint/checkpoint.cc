@@ -76,7 +76,8 @@ Result<Checkpoint> Checkpoint::Open(const std::string& path) {
   std::string index_path;
   if (fs::is_directory(st)) {
     c.dir_ = p.string();
-    if (fs::exists(p / kIndexFile)) index_path = (p / kIndexFile).string();
+    if (fs::exists(p / kIndexFile, ec)) index_path = (p / kIndexFile).string();
+    if (ec) return Status::IOError((p / kIndexFile).string() + ": cannot stat (" + ec.message() + ")");
   } else if (EndsWith(p.filename().string(), ".index.json")) {
     c.dir_ = p.parent_path().empty() ? "." : p.parent_path().string();
     index_path = p.string();
@@ -92,7 +93,11 @@ Result<Checkpoint> Checkpoint::Open(const std::string& path) {
   }
 
   const fs::path dir(c.dir_);
-  if (fs::exists(dir / "config.json")) {
+  // The error_code overloads throughout: a symlink loop (ELOOP) anywhere in
+  // the directory must be reported or skipped, not thrown.
+  const bool has_config = fs::exists(dir / "config.json", ec);
+  if (ec) return Status::IOError((dir / "config.json").string() + ": cannot stat (" + ec.message() + ")");
+  if (has_config) {
     std::string cfg_path = (dir / "config.json").string();
     MOEPACK_ASSIGN_OR_RETURN(std::string text, internal::ReadSmallFile(cfg_path, 64u << 20));
     MOEPACK_ASSIGN_OR_RETURN(ModelConfig cfg, ModelConfig::Parse(text, cfg_path));
@@ -103,7 +108,8 @@ Result<Checkpoint> Checkpoint::Open(const std::string& path) {
   std::set<std::string> present;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     std::string name = e.path().filename().string();
-    if (e.is_regular_file() && EndsWith(name, ".safetensors") && !IsTemporaryName(name)) present.insert(name);
+    std::error_code fec;  // a looping or dangling link is no shard
+    if (e.is_regular_file(fec) && EndsWith(name, ".safetensors") && !IsTemporaryName(name)) present.insert(name);
   }
   if (ec) return Status::IOError(c.dir_ + ": cannot list directory (" + ec.message() + ")");
 
@@ -173,11 +179,12 @@ Result<Checkpoint> Checkpoint::Open(const std::string& path) {
     std::string rel = it->path().lexically_relative(dir).string();
     // `hf download --local-dir` keeps its bookkeeping in .cache/: it describes
     // the download, not the model, so it is not carried over.
+    std::error_code fec;  // a looping or dangling link is not carried over
     if (IsTemporaryName(rel) || (it.depth() == 0 && rel == ".cache")) {
-      if (it->is_directory()) it.disable_recursion_pending();
+      if (it->is_directory(fec)) it.disable_recursion_pending();
       continue;
     }
-    if (!it->is_regular_file()) continue;
+    if (!it->is_regular_file(fec)) continue;
     if (it.depth() == 0 && (weight_files.count(rel) || rel == kIndexFile || rel == index_name)) continue;
     c.aux_files_.push_back(rel);
   }

@@ -3,9 +3,11 @@
 // model (1 MoE layer, 4 experts, hidden 8, intermediate 4) to corrupt.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -109,6 +111,32 @@ inline const char* kDeepseekConfig =
 // Qwen3-VL-MoE text model, fused and transposed as on the Hub: [E, H, 2I].
 inline const char* kVlConfig =
     R"({"model_type":"qwen3_vl_moe","text_config":{"num_experts":4,"hidden_size":12,"moe_intermediate_size":4}})";
+
+// Everything under `dir` (files with their bytes, links with their targets,
+// FIFOs and directories by name), for "unchanged" checks on trees that may
+// hold links that loop.
+inline std::string Snapshot(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::vector<std::string> entries;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    std::error_code ec;
+    const auto st = e.symlink_status(ec);
+    std::string item = e.path().lexically_relative(dir).string() + '\0';
+    if (fs::is_symlink(st)) {
+      item += "link:" + fs::read_symlink(e.path(), ec).string();
+    } else if (fs::is_regular_file(st)) {
+      std::ifstream in(e.path(), std::ios::binary);
+      item += "file:" + std::string(std::istreambuf_iterator<char>(in), {});
+    } else {
+      item += "other:" + std::to_string(static_cast<int>(st.type()));
+    }
+    entries.push_back(std::move(item));
+  }
+  std::sort(entries.begin(), entries.end());
+  std::string out;
+  for (const auto& x : entries) out += x + '\0';
+  return out;
+}
 
 inline void Write(const std::string& path, const std::string& bytes) {
   std::filesystem::create_directories(std::filesystem::path(path).parent_path());
