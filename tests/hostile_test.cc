@@ -596,6 +596,56 @@ TEST(HostileExtras, BrokenLinksAmongOtherFilesAreSkipped) {
   EXPECT_TRUE(v.exited && v.code == 0) << v.err;
 }
 
+// verify --forward runs a reference MoE layer over the experts it finds: odd
+// but convertible checkpoints must get a verdict, not a crash.
+TEST(HostileExtras, VerifyForwardOnOddCheckpoints) {
+  struct Odd {
+    const char* name;
+    std::function<void(const Src&)> build;
+    std::vector<std::string> flags;
+  };
+  const Odd odds[] = {
+      {"one_dimensional_experts",
+       [](const Src& s) {
+         s.Qwen();
+         std::vector<T> t;
+         for (int j = 0; j < 4; ++j) {
+           for (const char* p : {"gate_proj", "up_proj", "down_proj"}) {
+             t.push_back({"model.layers.0.mlp.experts." + std::to_string(j) + "." + p + ".weight", "BF16", {4}});
+           }
+         }
+         s.Model(t);
+       },
+       {}},
+      {"hash_in_a_tensor_name",
+       [](const Src& s) {
+         s.Config(kVlConfig);
+         s.Model({{"model.language_model.layers.0.mlp.experts.gate_up_proj", "BF16", {4, 12, 8}},
+                  {"model.language_model.layers.0.mlp.experts.down_proj", "BF16", {4, 4, 12}},
+                  {"model.language_model.layers.0.mlp.experts.gate_up_proj#x", "U8", {1}},
+                  {"model.language_model.layers.0.mlp.experts.gate_up_proj#99999999999", "U8", {1}}});
+       },
+       {}},
+      {"transposed_down_without_gate_up",
+       [](const Src& s) {
+         s.Config(kVlConfig);
+         s.Model({{"model.language_model.layers.0.mlp.experts.down_proj", "BF16", {4, 4, 12}}});
+       },
+       {}},
+  };
+  for (const Odd& o : odds) {
+    SCOPED_TRACE(o.name);
+    TempDir t, io;
+    const Src src{t / "src"};
+    fs::create_directories(src.dir);
+    o.build(src);
+    Exit c = RunProcess({MOEPACK_BINARY, "convert", src.dir, t / "dst"}, io.path());
+    ASSERT_TRUE(c.exited && c.code == 0) << c.Describe() << "\n" << c.err;
+    Exit v = RunProcess({MOEPACK_BINARY, "verify", "--forward", src.dir, t / "dst"}, io.path());
+    EXPECT_TRUE(v.exited && v.code == 0) << v.Describe() << "\n" << v.err;
+  }
+}
+
 TEST(HostileCorpus, IsLargeAndNamesAreUnique) {
   std::set<std::string> names;
   for (const Case& c : kCases) EXPECT_TRUE(names.insert(c.name).second) << c.name;

@@ -272,10 +272,15 @@ std::map<std::string, LayerKeys> FindLayers(const Side& side, const RuleSet& rul
     if (rules.fusions()[f].name == "down_proj" && rules.fusions()[f].sources.size() == 1) dn = static_cast<int>(f);
   }
   for (const Piece& p : side.pieces) {
-    if (auto hash = p.key.find('#'); hash != std::string::npos) {
+    if (auto hash = p.key.rfind('#'); hash != std::string::npos) {
+      // A cut of a transposable tensor is "NAME#EXPERT"; a source tensor may
+      // carry a '#' in its name too, so check before reading the number.
+      const std::string id = p.key.substr(hash + 1);
+      if (id.empty() || id.size() > 7 || id.find_first_not_of("0123456789") != std::string::npos) continue;
+      const uint64_t j = std::stoull(id);
+      if (j >= internal::kMaxSplitPieces) continue;  // Cutter makes no more
       auto m = rules.MatchTranspose(p.key.substr(0, hash));
       if (!m) continue;
-      const uint64_t j = std::stoull(p.key.substr(hash + 1));
       const std::string& rule = rules.transposes()[m->rule].name;
       auto& l = layers[m->prefix];
       if (rule == "gate_up_proj") l.fused[j][0] = p.key;
@@ -303,16 +308,13 @@ Result<std::vector<ForwardCheck>> RunForward(const Side& a, const Side& b, const
   std::vector<ForwardCheck> out;
   for (auto& [prefix, l] : FindLayers(a, rules)) {
     const bool fused = !l.fused.empty();
-    uint64_t H = 0, I = 0;
-    if (fused) {
-      const Piece& gu = *ia.at(l.fused.begin()->second[0]);
-      I = gu.shape[0] / 2;
-      H = gu.shape[1];
-    } else {
-      const Piece& g = *ia.at(l.gate_up_down.begin()->second[0]);
-      I = g.shape[0];
-      H = g.shape[1];
-    }
+    // The reference layer needs 2-D, non-empty experts; anything else (a
+    // hostile or unusual checkpoint) has no forward check.
+    auto first = ia.find(fused ? l.fused.begin()->second[0] : l.gate_up_down.begin()->second[0]);
+    if (first == ia.end() || first->second->shape.size() != 2) continue;
+    const Piece& g = *first->second;
+    const uint64_t I = fused ? g.shape[0] / 2 : g.shape[0], H = g.shape[1];
+    if (I == 0 || H == 0) continue;
     const uint64_t T = 8, E = l.experts;
     std::mt19937_64 rng(0x6d6f65 + E * 131 + H);
     std::normal_distribution<float> nd(0.0f, 1.0f);
