@@ -2,7 +2,7 @@
 // (config.json and family, see fuzz_models.h), then the header text of its
 // model.safetensors; the data section is sized to what the header asks.
 // The checkpoint is opened and planned in both directions; every plan must
-// pass CheckPlan, execute, and be accepted by Verify.
+// pass CheckPlan, execute, and be accepted by Verify (with --forward).
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -66,6 +66,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     FUZZ_CHECK(rep.ok(), rep.ok() ? "" : rep.status().message().c_str());
     VerifyOptions vo;
     vo.threads = 1;
+    vo.forward = true;  // the reference MoE layer over whatever experts there are
     auto v = Verify(dir, out, vo);
     FUZZ_CHECK(v.ok(), v.ok() ? "" : v.status().message().c_str());
     FUZZ_CHECK(v->ok, v->problem.c_str());

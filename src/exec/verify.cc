@@ -315,6 +315,12 @@ Result<std::vector<ForwardCheck>> RunForward(const Side& a, const Side& b, const
     const Piece& g = *first->second;
     const uint64_t I = fused ? g.shape[0] / 2 : g.shape[0], H = g.shape[1];
     if (I == 0 || H == 0) continue;
+    // Nor does a layer whose SRC lacks an expert or a projection (convert
+    // copies such a layer as it is).
+    bool complete = (fused ? l.fused.size() : l.gate_up_down.size()) == l.experts;
+    for (const auto& [e, k] : l.fused) complete = complete && ia.count(k[0]) && ia.count(k[1]);
+    for (const auto& [e, k] : l.gate_up_down) complete = complete && ia.count(k[0]) && ia.count(k[1]) && ia.count(k[2]);
+    if (!complete) continue;
     const uint64_t T = 8, E = l.experts;
     std::mt19937_64 rng(0x6d6f65 + E * 131 + H);
     std::normal_distribution<float> nd(0.0f, 1.0f);
