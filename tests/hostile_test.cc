@@ -4,6 +4,8 @@
 // never crash, leave no DST and no temporary sibling, and leave SRC as it
 // was. `moepack inspect SRC` must not crash either, and fails the same way
 // when the fault is in the files themselves (not in the conversion).
+// HostileExtras: inputs that are odd but convertible must convert (and
+// verify) instead.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
@@ -51,6 +53,8 @@ struct Src {
 };
 
 // Tiny Qwen model, with one tensor's entry replaced by `entry` (raw JSON).
+// The cases below replace model.norm.weight: BF16 [8], data_offsets
+// [256, 272], right after model.embed_tokens.weight [16, 8] at [0, 256].
 std::string WithEntry(const std::string& name, const std::string& entry, uint64_t* data) {
   auto t = TinyQwen();
   std::string h = Header(t, data);
