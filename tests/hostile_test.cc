@@ -197,9 +197,6 @@ const Case kCases[] = {
        s.Raw(h, n + 3);
      },
      "3 trailing bytes"},
-    {"entry_unknown_field",
-     [](const Src& s) { Entry(s, "model.norm.weight", R"({"dtype":"BF16","shape":[8],"data_offsets":[256,272],"x":1})"); },
-     "unknown field 'x'"},
     {"entry_missing_field", [](const Src& s) { Entry(s, "model.norm.weight", R"({"dtype":"BF16","shape":[8]})"); },
      "missing field 'data_offsets'"},
     {"metadata_not_object",
@@ -442,7 +439,7 @@ const Case kCases[] = {
      {"--to", "per-expert"}},
     {"fused_cannot_split",
      [](const Src& s) {
-       s.Qwen();
+       s.Config(QwenConfigWithoutI());
        auto t = TinyQwenFused();
        t[3].shape = {4, 7, 8};
        s.Model(t);
@@ -450,10 +447,36 @@ const Case kCases[] = {
      "cannot split into 2 sources", Inspect::kMayPass, {"--to", "per-expert"}},
     {"fused_zero_size_many_experts",
      [](const Src& s) {
-       s.Config(QwenConfig("100000000"));
+       s.Config(QwenConfigWithoutI("100000000"));
        s.Model({{"model.layers.0.mlp.experts.down_proj", "BF16", {100000000, 0, 4}}});
      },
      "would make too many tensors", Inspect::kMayPass, {"--to", "per-expert"}},
+    {"experts_transposed_against_config",
+     [](const Src& s) {
+       s.Qwen();
+       auto t = TinyQwen();
+       for (auto& x : t) {
+         if (x.name.find(".experts.") != std::string::npos) std::swap(x.shape[0], x.shape[1]);
+       }
+       s.Model(t);
+     },
+     "gives [I, H] = [4, 8] per expert", Inspect::kMayPass},
+    {"fused_transposed_against_config_to_per_expert",
+     [](const Src& s) {
+       s.Qwen();
+       auto t = TinyQwenFused();
+       t[4].shape = {4, 4, 8};
+       s.Model(t);
+     },
+     "gives the fused layout [E, H, I] = [4, 8, 4]", Inspect::kMayPass, {"--to", "per-expert"}},
+    {"fused_transposed_against_config_kept_fused",
+     [](const Src& s) {
+       s.Qwen();
+       auto t = TinyQwenFused();
+       t[4].shape = {4, 4, 8};
+       s.Model(t);
+     },
+     "a transposed or foreign layout is not converted", Inspect::kMayPass},
     {"transposed_shape_neither",
      [](const Src& s) {
        s.Config(kVlConfig);
@@ -611,7 +634,7 @@ TEST(HostileExtras, VerifyForwardOnOddCheckpoints) {
   const Odd odds[] = {
       {"one_dimensional_experts",
        [](const Src& s) {
-         s.Qwen();
+         s.Config(QwenConfigWithoutI());
          std::vector<T> t;
          for (int j = 0; j < 4; ++j) {
            for (const char* p : {"gate_proj", "up_proj", "down_proj"}) {

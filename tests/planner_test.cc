@@ -107,6 +107,17 @@ std::vector<Refusal> Refusals() {
          for (int j = 0; j < 8; ++j) Remove(ts, E("2", j, "down_proj.weight"));
        },
        {"model.layers.2.", "down_proj_scale_inv", "no down_proj weights"}},
+      {"experts stored transposed ([H, I] gates)", "qwen3_moe", "",
+       [](auto& ts, auto&) {
+         for (auto& t : ts) {
+           if (t.name.find("model.layers.1.mlp.experts.") == 0 && t.shape.size() == 2) std::swap(t.shape[0], t.shape[1]);
+         }
+       },
+       {"model.layers.1.", "expert 0", "gate_proj.weight", "config.json (hidden_size=", "moe_intermediate_size=",
+        "[I, H] = ["}},
+      {"a config whose expert width disagrees with the weights", "mixtral", "",
+       [](auto&, json& c) { c["intermediate_size"] = c["intermediate_size"].get<int>() + 1; },
+       {"model.layers.0.", "w1.weight", "intermediate_size=", "per expert"}},
       {"an unknown model type", "qwen3_moe", "",
        [](auto&, json& c) {
          c["model_type"] = "foo_moe";
@@ -246,6 +257,41 @@ TEST(PlannerPassThrough, AlreadyInTheTargetLayoutIsACopy) {
     EXPECT_EQ(testing::DiffTensors(testing::ReadTensors(d / src), testing::ReadTensors(d / (src + "-again"))), "")
         << src;
   }
+}
+
+// A fused checkpoint whose experts are stored [E, H, 2I] / [E, I, H] (as the
+// Hub stores Qwen3-VL) under a family whose v5 layout is [E, 2I, H]: copying it
+// as fused, or cutting it along dim 1, would be silently wrong.
+TEST(PlannerRefuses, AFusedTensorInAnotherLayoutThanConfigGives) {
+  TempDir d;
+  testing::SynthOrDie(d / "fu", testing::TinyOptions("qwen3_moe", "fused"));
+  testing::RewriteCheckpoint(d / "fu", d / "src", [](auto& ts, auto&) {
+    for (auto& t : ts) {
+      if (t.name.find(".mlp.experts.") != std::string::npos) std::swap(t.shape[1], t.shape[2]);
+    }
+  });
+  const std::string before = testing::HashTree(d / "src");
+  auto ckpt = Checkpoint::Open(d / "src");
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status().message();
+  auto rules = ChooseRules(*ckpt, "", "");
+  ASSERT_TRUE(rules.ok()) << rules.status().message();
+  for (Direction dir : {Direction::kToFused, Direction::kToPerExpert}) {
+    PlanOptions opt;
+    opt.direction = dir;
+    auto plan = MakePlan(*ckpt, *rules, opt);
+    ASSERT_FALSE(plan.ok()) << "planned " << (dir == Direction::kToFused ? "to fused" : "to per-expert");
+    const std::string msg(plan.status().message());
+    for (const char* e : {"mlp.experts.", "config.json (E=8, hidden_size=", "the fused layout ["}) {
+      EXPECT_NE(msg.find(e), std::string::npos) << "'" << e << "' not in: " << msg;
+    }
+    const bool down = msg.find("down_proj") < msg.find(" has shape");
+    EXPECT_NE(msg.find(down ? "[E, H, I]" : "[E, 2*I, H]"), std::string::npos) << msg;
+  }
+  auto r = testing::RunMoepack("convert --to per-expert " + d / "src" + " " + d / "out");
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("is not converted"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(d / "out"));
+  EXPECT_EQ(testing::HashTree(d / "src"), before);
 }
 
 // ---- output shards and index --------------------------------------------------

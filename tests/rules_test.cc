@@ -110,6 +110,16 @@ TEST(RuleFile, MalformedRulesAreRefusedNamingTheRule) {
          j["transposes"][0]["v5_shape"] = {"E", "2*K", "H"};
        },
        {"transposes[0] (\"stacked\")", "unknown symbol 'K'"}},
+      {"a source_shape with an undeclared symbol", [](json& j) { j["fusions"][1]["source_shape"] = {"I", "D"}; },
+       {"fusions[1] (\"gate_up_proj\")", "member \"source_shape\"", "unknown symbol 'D'"}},
+      {"a source_shape that is not strings", [](json& j) { j["fusions"][1]["source_shape"] = {6, 8}; },
+       {"fusions[1] (\"gate_up_proj\")", "member \"source_shape\""}},
+      {"a source_shape shorter than concat_dim",
+       [](json& j) {
+         j["fusions"][1]["source_shape"] = {"I"};
+         j["fusions"][1]["concat_dim"] = 2;
+       },
+       {"fusions[1] (\"gate_up_proj\")", "member \"concat_dim\"", "source_shape"}},
       {"an unknown placeholder", [](json& j) { j["fusions"][0]["target"] = "{prefix}mlp.{layer}.down_proj"; },
        {"fusions[0] (\"down_proj\")", "member \"target\"", "{layer}"}},
       {"{expert} in a target", [](json& j) { j["fusions"][0]["target"] = "{prefix}mlp.experts.{expert}.down"; },

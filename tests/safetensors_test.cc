@@ -271,8 +271,6 @@ std::vector<BadCase> BadCases() {
       {"missing_shape", OneEntry("{\"dtype\":\"U8\",\"data_offsets\":[0,4]}"), {"tensor 'a'", "missing field 'shape'"}},
       {"missing_offsets", OneEntry("{\"dtype\":\"U8\",\"shape\":[4]}"), {"tensor 'a'", "missing field 'data_offsets'"}},
       {"empty_entry", OneEntry("{}"), {"tensor 'a'", "missing field"}},
-      {"extra_field", OneEntry("{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4],\"offset\":0}"),
-       {"tensor 'a'", "unknown field 'offset'"}},
       {"duplicate_field", OneEntry("{\"dtype\":\"U8\",\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]}"),
        {"duplicate key 'dtype'"}},
       {"dtype_number", OneEntry("{\"dtype\":8,\"shape\":[4],\"data_offsets\":[0,4]}"),
@@ -325,7 +323,6 @@ std::vector<BadCase> BadCases() {
       // __metadata__.
       {"metadata_array", Raw("{\"__metadata__\":[]}"), {"__metadata__ is not an object"}},
       {"metadata_string", Raw("{\"__metadata__\":\"pt\"}"), {"__metadata__ is not an object"}},
-      {"metadata_null", Raw("{\"__metadata__\":null}"), {"__metadata__ is not an object"}},
       {"metadata_number_value", Raw("{\"__metadata__\":{\"format\":\"pt\",\"step\":3}}"),
        {"__metadata__ value 'step' is not a string"}},
       {"metadata_null_value", Raw("{\"__metadata__\":{\"k\":null}}"), {"__metadata__ value 'k' is not a string"}},
@@ -535,6 +532,18 @@ TEST(SafetensorsValidation, AcceptedDetails) {
   EXPECT_EQ(h->metadata().size(), 2u);
   EXPECT_EQ(h->metadata().at("format"), "pt");
   EXPECT_EQ(h->metadata().at("x"), "");
+
+  // What the reference reader also accepts: null metadata means none, and
+  // fields beyond dtype/shape/data_offsets are ignored.
+  h = ParseRaw(Raw("{\"__metadata__\":null," + Entry("a", "U8", "[4]", "[0,4]") + "}", Zeros(4)));
+  ASSERT_TRUE(h.ok()) << h.status().message();
+  EXPECT_FALSE(h->has_metadata());
+  EXPECT_EQ(h->tensors().size(), 1u);
+  h = ParseRaw(Raw("{\"a\":{\"dtype\":\"U8\",\"offset\":9,\"shape\":[4],\"data_offsets\":[0,4],\"x\":[{}]}}", Zeros(4)));
+  ASSERT_TRUE(h.ok()) << h.status().message();
+  ASSERT_NE(h->Find("a"), nullptr);
+  EXPECT_EQ(h->Find("a")->nbytes(), 4u);
+  EXPECT_EQ(h->Find("a")->shape, std::vector<uint64_t>{4});
 
   // Header facts.
   const std::string bytes = Raw("{" + Entry("a", "U8", "[4]", "[0,4]") + "}   ", Zeros(4));

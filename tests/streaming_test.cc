@@ -151,6 +151,33 @@ TEST(Streaming, DuplicateOutOfRangeAndMismatchesAreErrorsNamingLayerAndExpert) {
   EXPECT_FALSE(c.Convert(Name(0, 0, "gate_proj.weight"), b.view).ok());
 }
 
+// With H and I in config.json, a transposed expert or fused tensor is refused
+// in both directions; without them (kQwenConfig) shapes are only checked
+// against each other.
+TEST(Streaming, ShapesAreCheckedAgainstConfigDims) {
+  const std::string cfg = R"({"model_type": "qwen3_moe", "num_experts": 4, "hidden_size": 8,
+                              "moe_intermediate_size": 6})";
+  StreamingConverter fwd = Make("qwen3_moe", cfg);
+  Buf t = Make(DType::BF16, {kH, kI}, 1);
+  auto r = fwd.Convert(Name(1, 0, "gate_proj.weight"), t.view);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("[8, 6] but config.json (hidden_size=8, moe_intermediate_size=6) gives [I, H] = [6, 8]"),
+            std::string::npos)
+      << r.status().message();
+  Feed(fwd, Name(1, 0, "gate_proj.weight"), DType::BF16, {kI, kH}, 1);
+
+  StreamingConverter rev = Make("qwen3_moe", cfg, Direction::kToPerExpert);
+  Buf f = Make(DType::BF16, {kE, kH, 2 * kI}, 2);
+  r = rev.Convert("model.layers.1.mlp.experts.gate_up_proj", f.view);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("gives the fused layout [E, 2*I, H] = [4, 12, 8]"), std::string::npos)
+      << r.status().message();
+  Buf ok = Make(DType::BF16, {kE, 2 * kI, kH}, 3);
+  r = rev.Convert("model.layers.1.mlp.experts.gate_up_proj", ok.view);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->size(), 2 * kE);
+}
+
 TEST(Streaming, PassThroughNamesAndRenames) {
   StreamingConverter q = Make("qwen3_moe", kQwenConfig);
   EXPECT_FALSE(q.CanHandle("model.layers.0.mlp.gate.weight"));

@@ -41,6 +41,11 @@ struct FusionRule {
   int concat_dim = 1;                // dim of the fused tensor along which sources join
   bool transpose = false;            // swap the last two dims of each source first
   std::string scale_of;              // this fusion holds the block scales of that fusion
+  // Optional: one expert's source in dims symbols (["I", "H"]). When
+  // config.json gives every symbol, sources and fused tensors of another
+  // shape are refused, so that a transposed or mislabelled tensor is not
+  // stacked or cut along the wrong dim.
+  std::vector<std::string> source_shape;
 };
 
 struct TransposeRule {
@@ -110,8 +115,20 @@ class RuleSet {
   // Evaluates a transpose shape (["E","H","2*I"]) with E given.
   Result<std::vector<uint64_t>> EvalShape(const ModelConfig& config, const std::vector<std::string>& shape,
                                           int64_t num_experts) const;
+  // Checks one expert's source (`piece`, per-expert layout) or a whole fused
+  // tensor of `fusion` against its source_shape. OK when the rule has no
+  // source_shape or config.json lacks one of its dims. `what` leads the error.
+  Status CheckSourceShape(const ModelConfig& config, int fusion, const std::vector<uint64_t>& piece,
+                          const std::string& what) const;
+  Status CheckFusedShape(const ModelConfig& config, int fusion, int64_t num_experts,
+                         const std::vector<uint64_t>& fused, const std::string& what) const;
 
  private:
+  // Evaluates `shape` like EvalShape; false when config.json lacks a dim.
+  // `given` lists the config fields used ("hidden_size=2048, ...").
+  bool ResolveShape(const ModelConfig& config, const std::vector<std::string>& shape, int64_t num_experts,
+                    std::vector<uint64_t>* out, std::string* given) const;
+
   struct Compiled;
   std::string family_;
   std::vector<std::string> model_types_;

@@ -112,6 +112,7 @@ Result<std::vector<OwnedTensor>> StreamingConverter::State::Fuse(const RuleSet::
                              name + "')");
     }
     MOEPACK_ASSIGN_OR_RETURN(int64_t E, rules.NumExperts(config, m.prefix));
+    MOEPACK_RETURN_IF_ERROR(rules.CheckSourceShape(config, m.fusion, t.shape, "'" + name + "'"));
     Pending p;
     p.fusion = m.fusion;
     p.prefix = m.prefix;
@@ -187,6 +188,7 @@ Result<std::vector<OwnedTensor>> StreamingConverter::State::Split(const RuleSet:
     return Status::Corrupt("'" + name + "': fused shape " + internal::ShapeString(t.shape) + " does not start with the " +
                            std::to_string(E) + " experts that config.json declares");
   }
+  MOEPACK_RETURN_IF_ERROR(rules.CheckFusedShape(config, m.fusion, E, t.shape, "'" + name + "'"));
   std::vector<uint64_t> per(t.shape.begin() + 1, t.shape.end());
   const size_t axis = f.transpose ? 0 : static_cast<size_t>(f.concat_dim - 1);
   if (axis >= per.size() || per[axis] % K || (f.transpose && (per.size() != 2 || DTypeBits(t.dtype) % 8))) {

@@ -31,11 +31,8 @@ std::string Echo(const json& v) {
 
 Result<TensorInfo> ParseEntry(std::string_view file, const std::string& name, const json& v) {
   if (!v.is_object()) return TensorFault(file, name, "entry is " + internal::JsonTypeWithArticle(v) + ", not an object");
-  for (auto it = v.begin(); it != v.end(); ++it) {
-    if (it.key() != "dtype" && it.key() != "shape" && it.key() != "data_offsets") {
-      return TensorFault(file, name, "unknown field '" + it.key() + "'");
-    }
-  }
+  // Fields beyond the three are ignored, as the reference reader ignores them:
+  // refusing them would refuse files that every other loader opens.
   for (const char* k : {"dtype", "shape", "data_offsets"}) {
     if (!v.contains(k)) return TensorFault(file, name, std::string("missing field '") + k + "'");
   }
@@ -95,6 +92,8 @@ Result<Header> ParseHeader(std::string_view text, uint64_t data_size, std::strin
   h.data_size_ = data_size;
   for (auto it = j.begin(); it != j.end(); ++it) {
     if (it.key() == "__metadata__") {
+      // The reference reader takes null as "no metadata"; so do we.
+      if (it->is_null()) continue;
       if (!it->is_object()) return Fault(file, "__metadata__ is not an object");
       for (auto m = it->begin(); m != it->end(); ++m) {
         if (!m->is_string()) return Fault(file, "__metadata__ value '" + m.key() + "' is not a string");

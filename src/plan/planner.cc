@@ -135,6 +135,11 @@ Status Planner::CollectForward(const Source& s) {
     return Status::OK();
   }
   if (auto m = rules_.MatchTranspose(renamed)) return AddTranspose(s, *m);
+  if (auto m = rules_.MatchTarget(renamed); m && src_.config()) {
+    // Already fused: kept as it is, but only in the layout the target has.
+    auto E = rules_.NumExperts(*src_.config(), m->prefix);
+    if (E.ok()) MOEPACK_RETURN_IF_ERROR(rules_.CheckFusedShape(*src_.config(), m->fusion, *E, s.info->shape, "'" + s.name + "'"));
+  }
   return AddCopy(s, renamed);
 }
 
@@ -244,6 +249,10 @@ Status Planner::AddFused(const FuseGroup& g) {
       }
     }
   }
+  MOEPACK_RETURN_IF_ERROR(rules_.CheckSourceShape(*src_.config(), g.fusion, shape,
+                                                  label + ": expert " + std::to_string(g.experts.begin()->first) +
+                                                      " " + SourceLabel(rules_, g.fusion, 0) + " ('" + first->name +
+                                                      "')"));
   const std::string rule_label = "fusion \"" + f.name + "\"";
   PlannedTensor out;
   out.name = rules_.TargetName(g.fusion, g.prefix);
@@ -305,6 +314,7 @@ Status Planner::AddSplit(const Source& s, const RuleSet::TargetMatch& m) {
     return Status::Corrupt("'" + s.name + "': fused shape " + internal::ShapeString(t.shape) + " does not start with the " +
                            std::to_string(E) + " experts that config.json declares");
   }
+  MOEPACK_RETURN_IF_ERROR(rules_.CheckFusedShape(*src_.config(), m.fusion, E, t.shape, "'" + s.name + "'"));
   uint64_t pieces = 0;
   if (__builtin_mul_overflow(static_cast<uint64_t>(E), K, &pieces) || pieces > internal::kMaxSplitPieces) {
     // A zero-byte fused tensor can claim any number of experts.

@@ -11,6 +11,7 @@
 
 #include "rules/name_template.h"
 #include "util/json.h"
+#include "util/strings.h"
 
 namespace moepack {
 namespace {
@@ -75,6 +76,20 @@ class Reader {
 std::string NameOf(const json& j) {
   if (j.is_object() && j.contains("name") && j["name"].is_string()) return j["name"].get<std::string>();
   return "";
+}
+
+// A shape is a list of SYMBOL or N*SYMBOL, each symbol E or one of "dims".
+Status CheckShapeExpr(const Reader& r, const char* member, const std::vector<std::string>& shape,
+                      const std::set<std::string>& symbols) {
+  for (const auto& e : shape) {
+    size_t star = e.find('*');
+    std::string sym = star == std::string::npos ? e : e.substr(star + 1);
+    if (star != std::string::npos && (star == 0 || e.find_first_not_of("0123456789") != star || star > 6)) {
+      return r.Error(member, "invalid dimension '" + e + "' (expected SYMBOL or N*SYMBOL)");
+    }
+    if (!symbols.count(sym)) return r.Error(member, "unknown symbol '" + sym + "' (declare it in \"dims\")");
+  }
+  return Status::OK();
 }
 
 std::string RulePath(const char* list, size_t i, const std::string& name) {
@@ -169,11 +184,14 @@ Result<RuleSet> RuleSet::Parse(std::string_view text, const std::string& what) {
     rs.renames_.push_back(std::move(rr));
   }
 
+  std::set<std::string> symbols = {"E"};
+  for (const auto& d : rs.dims_) symbols.insert(d.symbol);
   std::set<std::string> fusion_names, targets, sources;
   MOEPACK_ASSIGN_OR_RETURN(auto fusions, list("fusions"));
   for (size_t i = 0; i < fusions.size(); ++i) {
     Reader r0(fusions[i], RulePath("fusions", i, NameOf(fusions[i])), what);
-    MOEPACK_RETURN_IF_ERROR(r0.CheckKeys({"name", "target", "sources", "concat_dim", "transpose", "scale_of"}));
+    MOEPACK_RETURN_IF_ERROR(
+        r0.CheckKeys({"name", "target", "sources", "concat_dim", "transpose", "scale_of", "source_shape"}));
     FusionRule f;
     MOEPACK_ASSIGN_OR_RETURN(f.name, r0.String("name", true));
     Reader r(fusions[i], RulePath("fusions", i, f.name), what);
@@ -181,6 +199,7 @@ Result<RuleSet> RuleSet::Parse(std::string_view text, const std::string& what) {
     MOEPACK_ASSIGN_OR_RETURN(f.target, r.String("target", true));
     MOEPACK_ASSIGN_OR_RETURN(f.sources, r.Strings("sources", true));
     MOEPACK_ASSIGN_OR_RETURN(f.scale_of, r.String("scale_of", false));
+    MOEPACK_ASSIGN_OR_RETURN(f.source_shape, r.Strings("source_shape", false));
     if (f.sources.empty()) return r.Error("sources", "must list at least one source");
     const json& fj = fusions[i];
     if (fj.contains("concat_dim")) {
@@ -195,6 +214,13 @@ Result<RuleSet> RuleSet::Parse(std::string_view text, const std::string& what) {
       f.transpose = fj["transpose"].get<bool>();
     }
     if (f.concat_dim < 1) return r.Error("concat_dim", "must be >= 1 (dim 0 stacks the experts)");
+    MOEPACK_RETURN_IF_ERROR(CheckShapeExpr(r, "source_shape", f.source_shape, symbols));
+    if (!f.source_shape.empty() && f.transpose && f.source_shape.size() != 2) {
+      return r.Error("source_shape", "a transposing fusion has 2-D sources");
+    }
+    if (!f.source_shape.empty() && static_cast<size_t>(f.concat_dim) > f.source_shape.size()) {
+      return r.Error("concat_dim", "is past the last dim of source_shape");
+    }
     if (f.transpose && f.sources.size() > 1 && f.concat_dim != 1) {
       return r.Error("concat_dim", "a transposing fusion of several sources must concatenate along dim 1");
     }
@@ -233,8 +259,6 @@ Result<RuleSet> RuleSet::Parse(std::string_view text, const std::string& what) {
   }
 
   MOEPACK_ASSIGN_OR_RETURN(auto transposes, list("transposes"));
-  std::set<std::string> symbols = {"E"};
-  for (const auto& d : rs.dims_) symbols.insert(d.symbol);
   for (size_t i = 0; i < transposes.size(); ++i) {
     Reader r0(transposes[i], RulePath("transposes", i, NameOf(transposes[i])), what);
     MOEPACK_RETURN_IF_ERROR(r0.CheckKeys({"name", "pattern", "hub_shape", "v5_shape"}));
@@ -257,17 +281,7 @@ Result<RuleSet> RuleSet::Parse(std::string_view text, const std::string& what) {
         t.hub_shape[2] != t.v5_shape[1]) {
       return r.Error("v5_shape", "must be hub_shape with its last two dims swapped, both starting with E");
     }
-    for (const auto& shape : {t.hub_shape, t.v5_shape}) {
-      for (const auto& e : shape) {
-        size_t star = e.find('*');
-        std::string sym = star == std::string::npos ? e : e.substr(star + 1);
-        if (star != std::string::npos &&
-            (star == 0 || e.find_first_not_of("0123456789") != star || star > 6)) {
-          return r.Error("hub_shape", "invalid dimension '" + e + "' (expected SYMBOL or N*SYMBOL)");
-        }
-        if (!symbols.count(sym)) return r.Error("hub_shape", "unknown symbol '" + sym + "' (declare it in \"dims\")");
-      }
-    }
+    for (const auto& shape : {t.hub_shape, t.v5_shape}) MOEPACK_RETURN_IF_ERROR(CheckShapeExpr(r, "hub_shape", shape, symbols));
     compiled->transposes.push_back(std::move(pat).value());
     rs.transposes_.push_back(std::move(t));
   }
@@ -381,6 +395,85 @@ Result<std::vector<uint64_t>> RuleSet::EvalShape(const ModelConfig& config, cons
     out.push_back(mult * static_cast<uint64_t>(v));
   }
   return out;
+}
+
+bool RuleSet::ResolveShape(const ModelConfig& config, const std::vector<std::string>& shape, int64_t num_experts,
+                           std::vector<uint64_t>* out, std::string* given) const {
+  out->clear();
+  std::map<size_t, std::string> named;  // dims index -> "field=value", listed in declaration order
+  for (const std::string& e : shape) {
+    const size_t star = e.find('*');
+    const uint64_t mult = star == std::string::npos ? 1 : std::stoull(e.substr(0, star));
+    const std::string sym = star == std::string::npos ? e : e.substr(star + 1);
+    std::optional<int64_t> v;
+    if (sym == "E") v = num_experts;
+    for (size_t i = 0; i < dims_.size(); ++i) {
+      if (dims_[i].symbol != sym) continue;
+      for (const auto& field : dims_[i].config) {
+        if ((v = config.Int(field))) {
+          named[i] = field + "=" + std::to_string(*v);
+          break;
+        }
+      }
+    }
+    if (!v || *v <= 0) return false;
+    out->push_back(mult * static_cast<uint64_t>(*v));
+  }
+  for (const auto& [i, text] : named) *given += (given->empty() ? "" : ", ") + text;
+  return true;
+}
+
+namespace {
+std::string ExprString(const std::vector<std::string>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + shape[i];
+  return s + "]";
+}
+}  // namespace
+
+Status RuleSet::CheckSourceShape(const ModelConfig& config, int fusion, const std::vector<uint64_t>& piece,
+                                 const std::string& what) const {
+  const FusionRule& f = fusions_[fusion];
+  std::vector<uint64_t> want;
+  std::string given;
+  if (f.source_shape.empty() || !ResolveShape(config, f.source_shape, 0, &want, &given) || piece == want) {
+    return Status::OK();
+  }
+  return Status::Corrupt(what + " has shape " + internal::ShapeString(piece) + " but config.json (" + given +
+                         ") gives " + ExprString(f.source_shape) + " = " + internal::ShapeString(want) +
+                         " per expert (fusion \"" + f.name + "\")");
+}
+
+Status RuleSet::CheckFusedShape(const ModelConfig& config, int fusion, int64_t num_experts,
+                                const std::vector<uint64_t>& fused, const std::string& what) const {
+  const FusionRule& f = fusions_[fusion];
+  std::vector<uint64_t> piece;
+  std::string given;
+  if (f.source_shape.empty() || !ResolveShape(config, f.source_shape, num_experts, &piece, &given)) {
+    return Status::OK();
+  }
+  const std::string k = std::to_string(f.sources.size());
+  std::vector<std::string> expr = {"E"};
+  std::vector<uint64_t> want = {static_cast<uint64_t>(num_experts)};
+  if (f.transpose) {
+    expr.push_back(f.sources.size() > 1 ? k + "*" + f.source_shape[1] : f.source_shape[1]);
+    expr.push_back(f.source_shape[0]);
+    want.push_back(piece[1] * f.sources.size());
+    want.push_back(piece[0]);
+  } else {
+    expr.insert(expr.end(), f.source_shape.begin(), f.source_shape.end());
+    want.insert(want.end(), piece.begin(), piece.end());
+    if (f.sources.size() > 1) {
+      std::string& d = expr[f.concat_dim];
+      d = d.find('*') == std::string::npos ? k + "*" + d : k + "*(" + d + ")";
+      want[f.concat_dim] *= f.sources.size();
+    }
+  }
+  given = "E=" + std::to_string(num_experts) + ", " + given;
+  if (fused == want) return Status::OK();
+  return Status::Corrupt(what + " has shape " + internal::ShapeString(fused) + " but config.json (" + given +
+                         ") gives the fused layout " + ExprString(expr) + " = " + internal::ShapeString(want) +
+                         " (fusion \"" + f.name + "\"); a transposed or foreign layout is not converted");
 }
 
 }  // namespace moepack

@@ -90,6 +90,13 @@ inline std::string QwenConfig(const std::string& num_experts = "4") {
          R"(,"hidden_size":8,"moe_intermediate_size":4,"num_hidden_layers":1})";
 }
 
+// The same without moe_intermediate_size: shapes are then checked only
+// against each other, which lets a case reach the checks after that one.
+inline std::string QwenConfigWithoutI(const std::string& num_experts = "4") {
+  return R"({"model_type":"qwen3_moe","architectures":["Qwen3MoeForCausalLM"],"num_experts":)" + num_experts +
+         R"(,"hidden_size":8,"num_hidden_layers":1})";
+}
+
 // DeepSeek-V3 with FP8 expert weights and their F32 block scales.
 inline std::vector<T> TinyDeepseekFp8() {
   std::vector<T> t = {{"model.embed_tokens.weight", "BF16", {16, 8}}};
