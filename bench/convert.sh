@@ -132,6 +132,7 @@ bench_layers() {  # bench_layers LAYERS WITH_TORCH
   for ((r = 1; r <= runs; r++)); do
     echo "  L$n fused -> per-expert, run $r/$runs (load $(load))"
     measure "cpf$n" "$work/X" cp -r "$fused" "$work/X"
+    measure "cpfsync$n" "$work/X" sh -c 'cp -r "$1" "$2" && sync' sh "$fused" "$work/X"
     measure "perexp$n" "$work/Z" "$moepack" convert "$fused" "$work/Z" --to per-expert
   done
   rm -rf "$fused"
@@ -149,21 +150,24 @@ echo
 
 size4=$(awk '$1 == 4 { print $2 }' "$work/sizes.txt")
 torch4=$(median torch4)
-row() {  # row NAME LABEL BASELINE_LABEL
+row() {  # row NAME LABEL CP_LABEL CP_SYNC_LABEL
   local t; t=$(median "$2")
-  awk -v name="$1" -v t="$t" -v cp="$(median "$3")" -v tr="${torch4:-nan}" -v b="$size4" -v rss="$(peak_mib "$2")" -v all="$(all_runs "$2")" \
+  awk -v name="$1" -v t="$t" -v cp="$(median "$3")" -v cs="$(median "$4")" -v tr="${torch4:-nan}" -v b="$size4" \
+      -v rss="$(peak_mib "$2")" -v all="$(all_runs "$2")" \
     'BEGIN { vt = (tr == "nan" || tr == "") ? "-" : sprintf("%.1fx", tr / t);
-             printf "  %-32s %8.2f s %7.2f GB/s %7.2fx %11s %9s MiB   runs: %s\n", name, t, b / t / 1e9, t / cp, vt, rss, all }'
+             printf "  %-32s %8.2f s %7.2f GB/s %7.2fx %9.2fx %11s %9s MiB   runs: %s\n", name, t, b / t / 1e9, t / cp, t / cs, vt, rss, all }'
 }
 echo "== results: 4 layers, $(awk -v b="$size4" 'BEGIN { printf "%.2f GB", b / 1e9 }'), median of $runs"
-printf "  %-32s %10s %12s %8s %11s %13s\n" "" "median" "throughput" "vs cp of" "faster than" "peak RSS"
-printf "  %-32s %10s %12s %8s %11s %13s\n" "" "" "" "its source" "torch" ""
-row "cp -r SRC" cp4 cp4
-row "cp -r SRC && sync" cpsync4 cp4
-row "moepack convert (to fused)" fused4 cp4
-[[ $torch == 1 ]] && row "PyTorch (to fused)" torch4 cp4
-row "cp -r FUSED" cpf4 cpf4
-row "moepack convert --to per-expert" perexp4 cpf4
+printf "  %-32s %10s %12s %8s %10s %11s %13s\n" "" "median" "throughput" "vs cp -r" "vs cp -r" "faster than" "peak RSS"
+printf "  %-32s %10s %12s %8s %10s %11s %13s\n" "" "" "" "of its" "&& sync" "torch" ""
+printf "  %-32s %10s %12s %8s %10s %11s %13s\n" "" "" "" "source" "" "" ""
+row "cp -r SRC" cp4 cp4 cpsync4
+row "cp -r SRC && sync" cpsync4 cp4 cpsync4
+row "moepack convert (to fused)" fused4 cp4 cpsync4
+[[ $torch == 1 ]] && row "PyTorch (to fused)" torch4 cp4 cpsync4
+row "cp -r FUSED" cpf4 cpf4 cpfsync4
+row "cp -r FUSED && sync" cpfsync4 cpf4 cpfsync4
+row "moepack convert --to per-expert" perexp4 cpf4 cpfsync4
 echo
 
 if [[ $layers == 1 ]]; then

@@ -246,6 +246,10 @@ Result<ExecuteReport> Execute(const Plan& plan, const std::string& dst, const Ex
       } else {
         st = TransposeBytes(srcs[j.transpose->src_file], *j.transpose, dsts[j.dst_file], j.dst_offset, tin, tout);
       }
+      // Writeback starts behind the copy instead of all at the fsync: the disk
+      // works while the next job copies (a 1-layer conversion took 40% less
+      // time on the benchmark machine, see docs/benchmarks.md).
+      if (st.ok()) dsts[j.dst_file].StartWriteback(j.dst_offset, j.part_length);
       bool file_complete = false;
       if (st.ok()) {
         std::lock_guard<std::mutex> lock(mu);

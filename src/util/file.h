@@ -31,6 +31,9 @@ class File {
   Status WriteAt(uint64_t offset, const void* buf, uint64_t n) const;
   Status Truncate(uint64_t size) const;
   Status Sync() const;
+  // Starts writing [offset, offset + n) to disk without waiting for it, so
+  // that the final Sync() finds little left to do.
+  void StartWriteback(uint64_t offset, uint64_t n) const;
   Status Close();
 
  private:
