@@ -12,7 +12,10 @@ case "$kind" in
     cmake --build build -j"$jobs"
     ;;
   asan)
-    cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMOEPACK_SANITIZE=ON -DMOEPACK_BENCH=OFF >/dev/null
+    # -O1 and line tables: what ASan's reports need, and much quicker to
+    # build than -O2 with full debug info.
+    cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g1" \
+      -DMOEPACK_SANITIZE=ON -DMOEPACK_BENCH=OFF >/dev/null
     cmake --build build-asan -j"$jobs"
     ;;
   *) echo "usage: $0 [release|asan]" >&2; exit 2 ;;

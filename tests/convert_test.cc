@@ -71,6 +71,21 @@ TEST_F(ExecutorTest, ThreadCountDoesNotChangeAByte) {
   }
 }
 
+// --no-sync drops only the flushes: the same bytes, the same atomic rename
+// (no temporary left), the same refusal of an existing DST.
+TEST_F(ExecutorTest, NoSyncWritesTheSameOutput) {
+  testing::ConvertOrDie(d_ / "src", d_ / "synced", Direction::kToFused);
+  auto r = testing::RunMoepack("convert --no-sync --max-shard-size 90KB " + d_ / "src" + " " + d_ / "unsynced");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto again = testing::RunMoepack("convert --no-sync " + d_ / "src" + " " + d_ / "unsynced");
+  EXPECT_EQ(again.exit_code, 1) << again.err;
+  EXPECT_NE(again.err.find("already exists"), std::string::npos) << again.err;
+  r = testing::RunMoepack("convert --no-sync --force " + d_ / "src" + " " + d_ / "unsynced");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(testing::HashTree(d_ / "unsynced"), testing::HashTree(d_ / "synced"));
+  EXPECT_EQ(testing::ListDir(d_.path()), (std::vector<std::string>{"src", "synced", "unsynced"}));
+}
+
 TEST_F(ExecutorTest, ExistingDestinationNeedsForceAndForceReplacesIt) {
   fs::create_directories(d_ / "out");
   testing::WriteFileOrDie(d_ / "out/stale.txt", "old");

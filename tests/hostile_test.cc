@@ -76,6 +76,14 @@ std::vector<T> Without(std::vector<T> t, const std::string& name) {
   return t;
 }
 
+// Fused Qwen whose down_proj is stored [E, I, H], the transpose of v5's.
+void FusedWithDownTransposed(const Src& s) {
+  s.Qwen();
+  auto t = TinyQwenFused();
+  t[4].shape = {4, 4, 8};
+  s.Model(t);
+}
+
 enum class Inspect { kFails, kMayPass };
 
 struct Case {
@@ -462,20 +470,10 @@ const Case kCases[] = {
      },
      "gives [I, H] = [4, 8] per expert", Inspect::kMayPass},
     {"fused_transposed_against_config_to_per_expert",
-     [](const Src& s) {
-       s.Qwen();
-       auto t = TinyQwenFused();
-       t[4].shape = {4, 4, 8};
-       s.Model(t);
-     },
+     FusedWithDownTransposed,
      "gives the fused layout [E, H, I] = [4, 8, 4]", Inspect::kMayPass, {"--to", "per-expert"}},
     {"fused_transposed_against_config_kept_fused",
-     [](const Src& s) {
-       s.Qwen();
-       auto t = TinyQwenFused();
-       t[4].shape = {4, 4, 8};
-       s.Model(t);
-     },
+     FusedWithDownTransposed,
      "a transposed or foreign layout is not converted", Inspect::kMayPass},
     {"transposed_shape_neither",
      [](const Src& s) {

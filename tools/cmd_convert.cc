@@ -20,7 +20,7 @@ Action DefineConvert(CLI::App& sub) {
     std::string src, dst, to = "fused", max_shard = "5GB";
     RuleFlags rules;
     int threads = 0;
-    bool dry_run = false, json = false, force = false;
+    bool dry_run = false, json = false, force = false, no_sync = false;
   };
   auto f = std::make_shared<Flags>();
   sub.add_option("SRC", f->src, "Source model directory")->required();
@@ -32,6 +32,9 @@ Action DefineConvert(CLI::App& sub) {
   sub.add_flag("--dry-run", f->dry_run, "Plan and validate only; write nothing");
   sub.add_flag("--json", f->json, "Print the plan summary as JSON");
   sub.add_flag("--force", f->force, "Replace an existing DST (atomically)");
+  sub.add_flag("--no-sync", f->no_sync,
+               "Do not flush the output to disk before publishing it (faster; after a power loss DST may hold "
+               "unwritten data; for scratch output)");
   return [f] {
     if (f->dst.empty() && !f->dry_run) {
       std::cerr << "moepack: error: convert: DST is required (unless --dry-run)\n";
@@ -50,6 +53,7 @@ Action DefineConvert(CLI::App& sub) {
     o.source_layout = ToSourceLayout(f->rules.source_layout);
     o.threads = f->threads;
     o.force = f->force;
+    o.sync = !f->no_sync;
     o.dry_run = f->dry_run;
     ProgressBar bar(StdoutIsTerminal() && !f->json);
     o.progress = bar.Callback();

@@ -22,6 +22,7 @@ struct ConvertOptions {
   SourceLayout source_layout = SourceLayout::kUnspecified;
   int threads = 0;
   bool force = false;
+  bool sync = true;  // see ExecuteOptions::sync
   bool dry_run = false;
   std::function<void(uint64_t done, uint64_t total)> progress;
   const std::atomic<bool>* cancel = nullptr;  // see ExecuteOptions

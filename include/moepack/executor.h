@@ -20,6 +20,11 @@ namespace moepack {
 struct ExecuteOptions {
   int threads = 0;     // 0: one per core
   bool force = false;  // replace an existing DST (atomically)
+  // Flush every output file and directory to disk before the rename that
+  // publishes DST. Off, the rename is still atomic for other processes, but
+  // after a power loss or kernel crash DST may hold files whose data never
+  // reached the disk. Off suits scratch output (tmpfs, a cache to rebuild).
+  bool sync = true;
   // Called from worker threads as bytes land; must be thread-safe and cheap.
   std::function<void(uint64_t done, uint64_t total)> progress;
   // When set and it becomes true (e.g. from a SIGINT handler), workers stop

@@ -51,17 +51,18 @@ def inspect(path):
 
 
 def convert(src, dst, to="fused", model_type=None, rules=None, max_shard_size="5GB", threads=0, force=False,
-            dry_run=False, source_layout=None):
+            dry_run=False, source_layout=None, sync=True):
     """Converts the checkpoint SRC into a new directory DST, as ``moepack
     convert``. Returns the plan summary that ``convert --json`` prints (with
     the per-tensor list for a dry run). ``to``: "fused" or "per-expert";
     ``rules``: a rule file instead of a built-in family; ``source_layout``:
     "hf" or "v5" for fused tensors whose shape is ambiguous. DST must not
-    exist unless ``force``; nothing is written on error."""
+    exist unless ``force``; nothing is written on error. ``sync=False`` skips
+    flushing DST to disk before it is published (``convert --no-sync``)."""
     size = parse_size(max_shard_size)
     dst_s = "" if dst is None and dry_run else _path(dst, "dst (unless dry_run)")
     out = _moepack.convert(_path(src, "src"), dst_s, to, model_type or "", _opt_path(rules), size, int(threads),
-                           bool(force), bool(dry_run), source_layout)
+                           bool(force), bool(dry_run), source_layout, bool(sync))
     return json.loads(out)
 
 

@@ -120,7 +120,7 @@ std::string PyInspect(const std::string& path) {
 
 std::string PyConvert(const std::string& src, const std::string& dst, const std::string& to,
                       const std::string& model_type, const std::string& rules, uint64_t max_shard_size, int threads,
-                      bool force, bool dry_run, const std::optional<std::string>& source_layout) {
+                      bool force, bool dry_run, const std::optional<std::string>& source_layout, bool sync) {
   ConvertOptions o;
   o.direction = ParseTo(to);
   o.model_type = model_type;
@@ -130,6 +130,7 @@ std::string PyConvert(const std::string& src, const std::string& dst, const std:
   if (threads < 0 || threads > 64) throw StatusError{BadArgument("threads: " + std::to_string(threads) + " is not in [0, 64]")};
   o.threads = threads;
   o.force = force;
+  o.sync = sync;
   o.dry_run = dry_run;
   py::gil_scoped_release nogil;
   ConvertResult r = Unwrap(Convert(src, dst, o));
@@ -274,7 +275,8 @@ PYBIND11_MODULE(_moepack, m) {
 
   m.def("inspect", &PyInspect, py::arg("path"));
   m.def("convert", &PyConvert, py::arg("src"), py::arg("dst"), py::arg("to"), py::arg("model_type"), py::arg("rules"),
-        py::arg("max_shard_size"), py::arg("threads"), py::arg("force"), py::arg("dry_run"), py::arg("source_layout"));
+        py::arg("max_shard_size"), py::arg("threads"), py::arg("force"), py::arg("dry_run"), py::arg("source_layout"),
+        py::arg("sync"));
   m.def("verify", &PyVerify, py::arg("src"), py::arg("dst"), py::arg("model_type"), py::arg("rules"),
         py::arg("source_layout"), py::arg("threads"));
   m.def("families", &PyFamilies);

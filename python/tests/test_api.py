@@ -29,6 +29,16 @@ def test_convert_and_verify_round_trip(synth, tmp_path):
     assert moepack.verify(tmp_path / "fused", tmp_path / "back")["to"] == "per-expert"
 
 
+def test_convert_without_sync_writes_the_same_files(synth, tmp_path):
+    src = synth(*VL_BF16)
+    moepack.convert(src, tmp_path / "synced", max_shard_size="30KB")
+    moepack.convert(src, tmp_path / "unsynced", max_shard_size="30KB", sync=False)
+    names = sorted(p.name for p in (tmp_path / "synced").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "unsynced").iterdir())
+    for n in names:
+        assert (tmp_path / "synced" / n).read_bytes() == (tmp_path / "unsynced" / n).read_bytes(), n
+
+
 def test_dry_run_writes_nothing_and_lists_tensors(synth, tmp_path):
     src = synth(*DSV3_FP8)
     plan = moepack.convert(src, tmp_path / "x", dry_run=True)

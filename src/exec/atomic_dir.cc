@@ -62,12 +62,12 @@ Result<std::unique_ptr<AtomicDir>> AtomicDir::Begin(const std::string& dst, bool
   return out;
 }
 
-Status AtomicDir::Commit() {
-  MOEPACK_RETURN_IF_ERROR(SyncDirectory(tmp_));
+Status AtomicDir::Commit(bool sync) {
+  if (sync) MOEPACK_RETURN_IF_ERROR(SyncDirectory(tmp_));
   const std::string parent = fs::path(dst_).parent_path().string();
   if (::renameat2(AT_FDCWD, tmp_.c_str(), AT_FDCWD, dst_.c_str(), RENAME_NOREPLACE) == 0) {
     done_ = true;
-    return SyncDirectory(parent);
+    return sync ? SyncDirectory(parent) : Status::OK();
   }
   int err = errno;
   if ((err == EEXIST || err == ENOTEMPTY) && force_) {
@@ -76,7 +76,7 @@ Status AtomicDir::Commit() {
       done_ = true;
       std::error_code ec;
       fs::remove_all(tmp_, ec);
-      return SyncDirectory(parent);
+      return sync ? SyncDirectory(parent) : Status::OK();
     }
     err = errno;
   }

@@ -24,7 +24,7 @@ class AtomicDir {
   static Result<std::unique_ptr<AtomicDir>> Begin(const std::string& dst, bool force,
                                                   std::vector<std::string>* removed);
   const std::string& path() const { return tmp_; }
-  Status Commit();
+  Status Commit(bool sync = true);
   void Abandon();
 
  private:

@@ -26,6 +26,7 @@ Result<ConvertResult> Convert(const std::string& src, const std::string& dst, co
   ExecuteOptions eo;
   eo.threads = options.threads;
   eo.force = options.force;
+  eo.sync = options.sync;
   eo.progress = options.progress;
   eo.cancel = options.cancel;
   MOEPACK_ASSIGN_OR_RETURN(result.report, Execute(result.plan, dst, eo));

@@ -249,14 +249,14 @@ Result<ExecuteReport> Execute(const Plan& plan, const std::string& dst, const Ex
       // Writeback starts behind the copy instead of all at the fsync: the disk
       // works while the next job copies (a 1-layer conversion took 40% less
       // time on the benchmark machine, see docs/benchmarks.md).
-      if (st.ok()) dsts[j.dst_file].StartWriteback(j.dst_offset, j.part_length);
+      if (st.ok() && options.sync) dsts[j.dst_file].StartWriteback(j.dst_offset, j.part_length);
       bool file_complete = false;
       if (st.ok()) {
         std::lock_guard<std::mutex> lock(mu);
         file_complete = --lane->unfinished == 0;
       }
       // Flushing a finished file here overlaps it with the copying of others.
-      if (st.ok() && file_complete) st = dsts[j.dst_file].Sync();
+      if (st.ok() && file_complete && options.sync) st = dsts[j.dst_file].Sync();
       if (!st.ok()) {
         std::lock_guard<std::mutex> lock(mu);
         if (first_error.ok()) first_error = st;
@@ -276,14 +276,14 @@ Result<ExecuteReport> Execute(const Plan& plan, const std::string& dst, const Ex
   if (!first_error.ok()) return first_error;
 
   for (size_t i = 0; i < dsts.size(); ++i) {
-    if (lanes[i].jobs.empty()) MOEPACK_RETURN_IF_ERROR(dsts[i].Sync());  // a shard of empty tensors
+    if (lanes[i].jobs.empty() && options.sync) MOEPACK_RETURN_IF_ERROR(dsts[i].Sync());  // a shard of empty tensors
     MOEPACK_RETURN_IF_ERROR(dsts[i].Close());
   }
   if (!plan.index_json.empty()) {
     // Synced like the shards: after the rename, the index must be on disk too.
     MOEPACK_ASSIGN_OR_RETURN(File index, File::Create(out->path() + "/" + kIndexFile));
     MOEPACK_RETURN_IF_ERROR(index.WriteAt(0, plan.index_json.data(), plan.index_json.size()));
-    MOEPACK_RETURN_IF_ERROR(index.Sync());
+    if (options.sync) MOEPACK_RETURN_IF_ERROR(index.Sync());
     MOEPACK_RETURN_IF_ERROR(index.Close());
   }
   std::vector<char> buf;
@@ -296,10 +296,10 @@ Result<ExecuteReport> Execute(const Plan& plan, const std::string& dst, const Ex
     MOEPACK_ASSIGN_OR_RETURN(File o, File::Create(to.string()));
     bool use_cfr = true;
     MOEPACK_RETURN_IF_ERROR(CopyBytes(in, 0, o, 0, size, buf, use_cfr));
-    MOEPACK_RETURN_IF_ERROR(o.Sync());
+    if (options.sync) MOEPACK_RETURN_IF_ERROR(o.Sync());
     MOEPACK_RETURN_IF_ERROR(o.Close());
   }
-  MOEPACK_RETURN_IF_ERROR(out->Commit());
+  MOEPACK_RETURN_IF_ERROR(out->Commit(options.sync));
   report.bytes_written = total;
   return report;
 }
