@@ -122,6 +122,7 @@ bench_layers() {  # bench_layers LAYERS WITH_TORCH
     measure "cp$n" "$work/X" cp -r "$src" "$work/X"
     measure "cpsync$n" "$work/X" sh -c 'cp -r "$1" "$2" && sync' sh "$src" "$work/X"
     measure "fused$n" "$work/Y" "$moepack" convert "$src" "$work/Y"
+    measure "fusedns$n" "$work/Y" "$moepack" convert --no-sync "$src" "$work/Y"
     if [[ $with_torch == 1 ]]; then
       measure "torch$n" "$work/T" /usr/bin/python3 "$repo/bench/torch_convert.py" "$src" "$work/T"
     fi
@@ -134,6 +135,7 @@ bench_layers() {  # bench_layers LAYERS WITH_TORCH
     measure "cpf$n" "$work/X" cp -r "$fused" "$work/X"
     measure "cpfsync$n" "$work/X" sh -c 'cp -r "$1" "$2" && sync' sh "$fused" "$work/X"
     measure "perexp$n" "$work/Z" "$moepack" convert "$fused" "$work/Z" --to per-expert
+    measure "perexpns$n" "$work/Z" "$moepack" convert --no-sync "$fused" "$work/Z" --to per-expert
   done
   rm -rf "$fused"
 }
@@ -164,10 +166,12 @@ printf "  %-32s %10s %12s %8s %10s %11s %13s\n" "" "" "" "source" "" "" ""
 row "cp -r SRC" cp4 cp4 cpsync4
 row "cp -r SRC && sync" cpsync4 cp4 cpsync4
 row "moepack convert (to fused)" fused4 cp4 cpsync4
+row "  the same, --no-sync" fusedns4 cp4 cpsync4
 [[ $torch == 1 ]] && row "PyTorch (to fused)" torch4 cp4 cpsync4
 row "cp -r FUSED" cpf4 cpf4 cpfsync4
 row "cp -r FUSED && sync" cpfsync4 cpf4 cpfsync4
 row "moepack convert --to per-expert" perexp4 cpf4 cpfsync4
+row "  the same, --no-sync" perexpns4 cpf4 cpfsync4
 echo
 
 if [[ $layers == 1 ]]; then

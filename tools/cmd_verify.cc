@@ -1,7 +1,5 @@
 #include <iostream>
 
-#include <nlohmann/json.hpp>
-
 #include "command.h"
 #include "moepack/verify.h"
 
@@ -32,15 +30,7 @@ Action DefineVerify(CLI::App& sub) {
     auto r = Verify(f->src, f->dst, o);
     if (!r.ok()) return Fail(r.status());
     if (f->json) {
-      nlohmann::json j = {{"ok", r->ok}, {"to", r->to}, {"tensors", r->tensors}, {"pieces", r->pieces},
-                          {"bytes_hashed", r->bytes_hashed}, {"problem", r->problem}};
-      if (f->forward) {
-        j["forward"] = nlohmann::json::array();
-        for (const auto& c : r->forward) {
-          j["forward"].push_back({{"layer", c.layer}, {"max_abs_diff", c.max_abs_diff}, {"experts_run", c.experts_run}});
-        }
-      }
-      std::cout << j.dump(2) << "\n";
+      std::cout << VerifyToJson(*r, f->forward) << "\n";
     } else if (r->ok) {
       std::cout << "verified: " << f->dst << " is " << f->src << " converted to " << r->to << " (" << r->tensors
                 << " tensors, " << r->pieces << " pieces, " << r->bytes_hashed << " bytes hashed)\n";

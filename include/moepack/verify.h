@@ -44,4 +44,8 @@ struct VerifyReport {
 // inputs could not be read at all.
 Result<VerifyReport> Verify(const std::string& src, const std::string& dst, const VerifyOptions& options);
 
+// What `verify --json` prints (and Python's verify returns); "forward" is
+// listed when `with_forward`, i.e. when the layer check was asked for.
+std::string VerifyToJson(const VerifyReport& report, bool with_forward);
+
 }  // namespace moepack

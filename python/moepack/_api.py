@@ -66,13 +66,14 @@ def convert(src, dst, to="fused", model_type=None, rules=None, max_shard_size="5
     return json.loads(out)
 
 
-def verify(src, dst, model_type=None, rules=None, source_layout=None, threads=0, check=True):
+def verify(src, dst, model_type=None, rules=None, source_layout=None, threads=0, check=True, forward=False):
     """Proves that DST is SRC under the conversion, as ``moepack verify``.
-    Returns {"ok", "to", "tensors", "pieces", "bytes_hashed", "problem"};
+    Returns what ``verify --json`` prints: {"ok", "to", "tensors", "pieces",
+    "bytes_hashed", "problem"}, plus "forward" (per layer) with ``forward``;
     with ``check`` (the default) a difference raises MismatchError carrying
     the CLI's message instead."""
-    r = _moepack.verify(_path(src, "src"), _path(dst, "dst"), model_type or "", _opt_path(rules), source_layout,
-                        int(threads))
+    r = json.loads(_moepack.verify(_path(src, "src"), _path(dst, "dst"), model_type or "", _opt_path(rules),
+                                   source_layout, int(threads), bool(forward)))
     if check and not r["ok"]:
         raise MismatchError("verify: " + r["problem"])
     return r

@@ -137,27 +137,18 @@ std::string PyConvert(const std::string& src, const std::string& dst, const std:
   return PlanToJson(r.plan, dry_run);
 }
 
-py::dict PyVerify(const std::string& src, const std::string& dst, const std::string& model_type,
-                  const std::string& rules, const std::optional<std::string>& source_layout, int threads) {
+std::string PyVerify(const std::string& src, const std::string& dst, const std::string& model_type,
+                     const std::string& rules, const std::optional<std::string>& source_layout, int threads,
+                     bool forward) {
   VerifyOptions o;
   o.model_type = model_type;
   o.rules_file = rules;
   o.source_layout = ParseSourceLayout(source_layout);
   if (threads < 0 || threads > 64) throw StatusError{BadArgument("threads: " + std::to_string(threads) + " is not in [0, 64]")};
   o.threads = threads;
-  VerifyReport r;
-  {
-    py::gil_scoped_release nogil;
-    r = Unwrap(Verify(src, dst, o));
-  }
-  py::dict d;
-  d["ok"] = r.ok;
-  d["to"] = r.to;
-  d["tensors"] = r.tensors;
-  d["pieces"] = r.pieces;
-  d["bytes_hashed"] = r.bytes_hashed;
-  d["problem"] = r.problem;
-  return d;
+  o.forward = forward;
+  py::gil_scoped_release nogil;
+  return VerifyToJson(Unwrap(Verify(src, dst, o)), forward);
 }
 
 py::list PyFamilies() {
@@ -278,7 +269,7 @@ PYBIND11_MODULE(_moepack, m) {
         py::arg("max_shard_size"), py::arg("threads"), py::arg("force"), py::arg("dry_run"), py::arg("source_layout"),
         py::arg("sync"));
   m.def("verify", &PyVerify, py::arg("src"), py::arg("dst"), py::arg("model_type"), py::arg("rules"),
-        py::arg("source_layout"), py::arg("threads"));
+        py::arg("source_layout"), py::arg("threads"), py::arg("forward"));
   m.def("families", &PyFamilies);
   m.def("dtype_bits", [](const std::string& name) { return moepack::DTypeBits(ParseDTypeOrThrow(name)); });
 

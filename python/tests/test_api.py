@@ -49,6 +49,15 @@ def test_dry_run_writes_nothing_and_lists_tensors(synth, tmp_path):
     assert moepack.convert(src, None, dry_run=True)["num_tensors"] == plan["num_tensors"]
 
 
+def test_verify_is_verify_json(synth, tmp_path):
+    src = synth(*QWEN_BF16)
+    moepack.convert(src, tmp_path / "out")
+    for flags, kw in (((), {}), (("--forward",), {"forward": True})):
+        cli = json.loads(run_cli("verify", "--json", *flags, src, tmp_path / "out").stdout)
+        assert moepack.verify(src, tmp_path / "out", **kw) == cli
+    assert "forward" not in cli or cli["forward"], "the layer check ran on no layer"
+
+
 def test_verify_mismatch(synth, tmp_path):
     src = synth(*QWEN_BF16)
     moepack.convert(src, tmp_path / "out")
