@@ -78,6 +78,9 @@ measure() {
   fi
   echo "$label $(tail -1 "$tf")" >> "$results"
   if [[ -n "$out" ]]; then rm -rf "$out"; fi
+  # Every contestant starts with no dirty pages: otherwise the one after a
+  # contestant that did not sync pays for its writeback.
+  sync
 }
 
 median() {  # median seconds of LABEL
