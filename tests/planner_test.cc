@@ -118,6 +118,25 @@ std::vector<Refusal> Refusals() {
       {"a config whose expert width disagrees with the weights", "mixtral", "",
        [](auto&, json& c) { c["intermediate_size"] = c["intermediate_size"].get<int>() + 1; },
        {"model.layers.0.", "w1.weight", "intermediate_size=", "per expert"}},
+      {"an expert tensor no fusion takes (a bias)", "qwen3_moe", "",
+       [](auto& ts, auto&) {
+         RawTensor b = Find(ts, E("2", 3, "gate_proj.weight"));
+         b.name = E("2", 3, "gate_proj.bias");
+         b.shape = {b.shape[0]};
+         b.data.resize(b.shape[0] * 2);
+         ts.push_back(b);
+       },
+       {"model.layers.2.mlp.experts: 'model.layers.2.mlp.experts.3.gate_proj.bias' belongs to expert 3",
+        "no fusion of the qwen3_moe rules takes it"}},
+      {"an expert tensor no fusion takes, under renames", "mixtral", "",
+       [](auto& ts, auto&) {
+         RawTensor b = Find(ts, "model.layers.1.block_sparse_moe.experts.6.w2.weight");
+         b.name = "model.layers.1.block_sparse_moe.experts.6.w2.input_scale";
+         b.shape = {};
+         b.data.resize(2);
+         ts.push_back(b);
+       },
+       {"'model.layers.1.block_sparse_moe.experts.6.w2.input_scale' belongs to expert 6", "mixtral"}},
       {"an unknown model type", "qwen3_moe", "",
        [](auto&, json& c) {
          c["model_type"] = "foo_moe";

@@ -220,6 +220,20 @@ TEST(NameTemplate, ScaleSiblingIsNeverTheWeight) {
   EXPECT_FALSE(rs.MatchTarget("model.layers.3.mlp.experts.gate_up_proj_bias"));
   EXPECT_FALSE(rs.MatchSource("model.layers.3.mlp.experts.5.gate_proj.weight.extra"));
   EXPECT_FALSE(rs.MatchSource("model.layers.3.mlp.experts.5.gate_proj"));
+  // Those two are not sources but lie inside expert 5's part of them:
+  // leftovers that fusing the rest would strand.
+  for (const char* n : {"model.layers.3.mlp.experts.5.gate_proj.weight.extra", "model.layers.3.mlp.experts.5.gate_proj",
+                        "model.layers.3.mlp.experts.5.gate_proj.bias", "model.layers.3.mlp.experts.5.w_in.qweight"}) {
+    auto l = rs.MatchExpertLeftover(n);
+    ASSERT_TRUE(l) << n;
+    EXPECT_EQ(l->prefix, "model.layers.3.") << n;
+    EXPECT_EQ(l->expert, 5) << n;
+  }
+  for (const char* n : {"model.layers.3.mlp.experts.5.gate_proj.weight", "model.layers.3.mlp.experts.gate_up_proj",
+                        "model.layers.3.mlp.shared_experts.5.gate_proj.bias", "model.layers.3.mlp.experts.05.up_proj.bias",
+                        "model.layers.3.mlp.experts.5", "model.layers.3.mlp.gate.weight"}) {
+    EXPECT_FALSE(rs.MatchExpertLeftover(n)) << n;
+  }
 }
 
 TEST(NameTemplate, PrefixStopsAtADot) {

@@ -178,6 +178,19 @@ TEST(Streaming, ShapesAreCheckedAgainstConfigDims) {
   EXPECT_EQ(r->size(), 2 * kE);
 }
 
+TEST(Streaming, AnExpertTensorNoFusionTakesIsRefused) {
+  StreamingConverter c = Make("qwen3_moe", kQwenConfig);
+  const std::string bias = Name(0, 2, "down_proj.bias");
+  EXPECT_TRUE(c.CanHandle(bias));
+  Buf b = Make(DType::BF16, {kH}, 1);
+  auto r = c.Convert(bias, b.view);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("'" + bias + "' belongs to expert 2"), std::string::npos) << r.status().message();
+  // Going the other way nothing is fused, so per-expert tensors pass through.
+  StreamingConverter rev = Make("qwen3_moe", kQwenConfig, Direction::kToPerExpert);
+  EXPECT_FALSE(rev.CanHandle(bias));
+}
+
 TEST(Streaming, PassThroughNamesAndRenames) {
   StreamingConverter q = Make("qwen3_moe", kQwenConfig);
   EXPECT_FALSE(q.CanHandle("model.layers.0.mlp.gate.weight"));

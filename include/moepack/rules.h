@@ -95,6 +95,11 @@ class RuleSet {
   };
   // Matches a per-expert name (after renames) against every fusion source.
   std::optional<SourceMatch> MatchSource(std::string_view name) const;
+  // A name inside one expert's part of a fusion source ("{prefix}mlp.
+  // experts.{expert}." for "...experts.{expert}.gate_proj.weight") that no
+  // source matches, e.g. "...experts.3.gate_proj.bias". Fusing the rest
+  // would leave it per-expert beside fused experts. `source` is -1.
+  std::optional<SourceMatch> MatchExpertLeftover(std::string_view name) const;
   struct TargetMatch {
     int fusion = -1;
     std::string prefix;

@@ -69,7 +69,10 @@ Result<StreamingConverter> StreamingConverter::Create(RuleSet rules, ModelConfig
 
 bool StreamingConverter::CanHandle(std::string_view name) const {
   const std::string n = s_->rules.Rename(name, Direction::kToFused);
-  if (s_->direction == Direction::kToFused) return s_->rules.MatchSource(n) || s_->rules.MatchTranspose(n);
+  if (s_->direction == Direction::kToFused) {
+    // Leftovers are "handled" so that Convert can refuse them.
+    return s_->rules.MatchSource(n) || s_->rules.MatchExpertLeftover(n) || s_->rules.MatchTranspose(n);
+  }
   return s_->rules.MatchTarget(n) || s_->rules.MatchTranspose(n);
 }
 
@@ -91,6 +94,11 @@ Result<std::vector<OwnedTensor>> StreamingConverter::Convert(std::string_view na
   const std::string n = s_->rules.Rename(name, Direction::kToFused);
   if (s_->direction == Direction::kToFused) {
     if (auto m = s_->rules.MatchSource(n)) return s_->Fuse(*m, std::string(name), t);
+    if (auto m = s_->rules.MatchExpertLeftover(n)) {
+      return Status::Corrupt("'" + std::string(name) + "' belongs to expert " + std::to_string(m->expert) +
+                             " but no fusion of the " + s_->rules.family() +
+                             " rules takes it; it cannot stay per-expert beside fused experts");
+    }
   } else if (auto m = s_->rules.MatchTarget(n)) {
     return s_->Split(*m, std::string(name), t);
   }

@@ -134,6 +134,13 @@ Status Planner::CollectForward(const Source& s) {
     slot[m->source] = &s;
     return Status::OK();
   }
+  if (auto m = rules_.MatchExpertLeftover(renamed)) {
+    return Status::Corrupt(GroupLabel(m->prefix, rules_, m->fusion) + ": '" + s.name + "' belongs to expert " +
+                           std::to_string(m->expert) + " but no fusion of the " + rules_.family() +
+                           " rules takes it; fusing its siblings would leave it per-expert beside fused experts "
+                           "(an expert tensor kind these rules do not know, e.g. a bias or another quantization's "
+                           "scales)");
+  }
   if (auto m = rules_.MatchTranspose(renamed)) return AddTranspose(s, *m);
   if (auto m = rules_.MatchTarget(renamed); m && src_.config()) {
     // Already fused: kept as it is, but only in the layout the target has.

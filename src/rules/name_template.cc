@@ -50,13 +50,13 @@ Result<NameTemplate> NameTemplate::Parse(std::string_view text) {
   return t;
 }
 
-bool NameTemplate::MatchFrom(size_t piece, std::string_view rest, Match& m) const {
-  if (piece == pieces_.size()) return rest.empty();
+bool NameTemplate::MatchFrom(size_t piece, std::string_view rest, Match& m, bool whole) const {
+  if (piece == pieces_.size()) return whole ? rest.empty() : !rest.empty();
   const Piece& p = pieces_[piece];
   switch (p.kind) {
     case Kind::kLiteral:
       if (rest.substr(0, p.literal.size()) != p.literal) return false;
-      return MatchFrom(piece + 1, rest.substr(p.literal.size()), m);
+      return MatchFrom(piece + 1, rest.substr(p.literal.size()), m, whole);
     case Kind::kExpert: {
       size_t n = 0;
       while (n < rest.size() && std::isdigit(static_cast<unsigned char>(rest[n]))) ++n;
@@ -65,7 +65,7 @@ bool NameTemplate::MatchFrom(size_t piece, std::string_view rest, Match& m) cons
       if (n > 1 && rest[0] == '0') return false;  // "07" is not a canonical id
       int64_t v = 0;
       for (size_t k = 0; k < n; ++k) v = v * 10 + (rest[k] - '0');
-      if (!MatchFrom(piece + 1, rest.substr(n), m)) return false;
+      if (!MatchFrom(piece + 1, rest.substr(n), m, whole)) return false;
       m.expert = v;
       return true;
     }
@@ -73,7 +73,7 @@ bool NameTemplate::MatchFrom(size_t piece, std::string_view rest, Match& m) cons
       // Try the longest prefix first; prefixes end at a '.' boundary.
       for (size_t len = rest.size() + 1; len-- > 0;) {
         if (len > 0 && rest[len - 1] != '.') continue;
-        if (MatchFrom(piece + 1, rest.substr(len), m)) {
+        if (MatchFrom(piece + 1, rest.substr(len), m, whole)) {
           m.prefix = std::string(rest.substr(0, len));
           return true;
         }
@@ -86,7 +86,13 @@ bool NameTemplate::MatchFrom(size_t piece, std::string_view rest, Match& m) cons
 std::optional<NameTemplate::Match> NameTemplate::Matches(std::string_view name) const {
   if (name.size() < tail_.size() || name.substr(name.size() - tail_.size()) != tail_) return std::nullopt;
   Match m;
-  if (!MatchFrom(0, name, m)) return std::nullopt;
+  if (!MatchFrom(0, name, m, true)) return std::nullopt;
+  return m;
+}
+
+std::optional<NameTemplate::Match> NameTemplate::MatchesStart(std::string_view name) const {
+  Match m;
+  if (!MatchFrom(0, name, m, false)) return std::nullopt;
   return m;
 }
 

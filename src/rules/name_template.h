@@ -27,6 +27,8 @@ class NameTemplate {
     int64_t expert = -1;
   };
   std::optional<Match> Matches(std::string_view name) const;
+  // The template matches a proper prefix of `name` (something follows).
+  std::optional<Match> MatchesStart(std::string_view name) const;
   std::string Render(std::string_view prefix, int64_t expert) const;
 
  private:
@@ -35,7 +37,7 @@ class NameTemplate {
     Kind kind;
     std::string literal;
   };
-  bool MatchFrom(size_t piece, std::string_view rest, Match& m) const;
+  bool MatchFrom(size_t piece, std::string_view rest, Match& m, bool whole) const;
   std::vector<Piece> pieces_;
   std::string text_;
   std::string tail_;  // literal the name must end with, for a cheap reject

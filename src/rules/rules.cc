@@ -109,6 +109,8 @@ struct RuleSet::Compiled {
   std::vector<std::vector<NameTemplate>> sources;  // per fusion
   std::vector<NameTemplate> targets;               // per fusion
   std::vector<NameTemplate> transposes;            // per transpose rule
+  // Source templates cut after "{expert}.", each with its first fusion.
+  std::vector<std::pair<NameTemplate, int>> expert_roots;
 };
 
 Result<RuleSet> RuleSet::Parse(std::string_view text, const std::string& what) {
@@ -239,6 +241,16 @@ Result<RuleSet> RuleSet::Parse(std::string_view text, const std::string& what) {
       if (!sources.insert(s).second) return r.Error("sources", "\"" + s + "\" is a source of two fusions");
       srcs.push_back(std::move(t).value());
     }
+    for (const std::string& s : f.sources) {
+      const size_t e = s.find("{expert}.");
+      if (e == std::string::npos) continue;
+      const std::string root = s.substr(0, e + 9);
+      bool known = false;
+      for (const auto& [t, _] : compiled->expert_roots) known = known || t.text() == root;
+      if (auto t = NameTemplate::Parse(root); t.ok() && !known) {
+        compiled->expert_roots.emplace_back(std::move(t).value(), static_cast<int>(rs.fusions_.size()));
+      }
+    }
     compiled->sources.push_back(std::move(srcs));
     compiled->targets.push_back(std::move(target).value());
     rs.fusions_.push_back(std::move(f));
@@ -319,6 +331,14 @@ std::optional<RuleSet::SourceMatch> RuleSet::MatchSource(std::string_view name) 
         return SourceMatch{static_cast<int>(f), static_cast<int>(k), std::move(m->prefix), m->expert};
       }
     }
+  }
+  return std::nullopt;
+}
+
+std::optional<RuleSet::SourceMatch> RuleSet::MatchExpertLeftover(std::string_view name) const {
+  if (MatchSource(name)) return std::nullopt;
+  for (const auto& [root, fusion] : compiled_->expert_roots) {
+    if (auto m = root.MatchesStart(name)) return SourceMatch{fusion, -1, std::move(m->prefix), m->expert};
   }
   return std::nullopt;
 }
