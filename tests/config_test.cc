@@ -82,10 +82,23 @@ TEST(ConfigTest, OtherFieldsAndPaths) {
   EXPECT_TRUE(cfg->Has("rope_scaling.factor"));
   EXPECT_TRUE(cfg->Has("torch_dtype"));
   EXPECT_TRUE(cfg->Has("quantization_config.weight_block_size"));
+  // Elements of short integer lists by index.
+  EXPECT_EQ(cfg->Int("quantization_config.weight_block_size.0"), 128);
+  EXPECT_EQ(cfg->Int("quantization_config.weight_block_size.1"), 128);
+  EXPECT_EQ(cfg->Int("quantization_config.weight_block_size.2"), std::nullopt);
+  EXPECT_EQ(cfg->Int("architectures.0"), std::nullopt);  // a string
   EXPECT_FALSE(cfg->Has("nope"));
   EXPECT_EQ(cfg->Int("hidden_size"), 7168);
   EXPECT_EQ(cfg->String("hidden_size"), std::nullopt);
   EXPECT_EQ(cfg->Int("model_type"), std::nullopt);
+
+  // Long lists (per-layer tables) are not spread into fields.
+  cfg = ModelConfig::Parse(R"({"a": [1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17], "b": [7, 8.5, -2]})", "config.json");
+  ASSERT_TRUE(cfg.ok()) << cfg.status().message();
+  EXPECT_EQ(cfg->Int("a.0"), std::nullopt);
+  EXPECT_EQ(cfg->Int("b.0"), 7);
+  EXPECT_EQ(cfg->Int("b.1"), std::nullopt);
+  EXPECT_EQ(cfg->Int("b.2"), -2);
 
   // Nested sizes (qwen3_vl_moe keeps them in text_config).
   cfg = ModelConfig::Parse(R"({"text_config":{"hidden_size":2048,"moe_intermediate_size":768},

@@ -137,6 +137,18 @@ std::vector<Refusal> Refusals() {
          ts.push_back(b);
        },
        {"'model.layers.1.block_sparse_moe.experts.6.w2.input_scale' belongs to expert 6", "mixtral"}},
+      {"FP8 block scales whose grid does not fit the weights", "deepseek_v3", "fp8",
+       [](auto& ts, auto&) {
+         for (int j = 0; j < 8; ++j) {
+           for (const char* p : {"gate_proj.weight_scale_inv", "up_proj.weight_scale_inv"}) {
+             RawTensor& t = Find(ts, E("2", j, p));
+             t.shape[0] += 1;
+             t.data.resize(t.data.size() / (t.shape[0] - 1) * t.shape[0]);
+           }
+         }
+       },
+       {"model.layers.2.mlp.experts: expert 0 gate_proj.weight_scale_inv",
+        "quantization_config.weight_block_size.0=128", "gives [I/BR, H/BC] = [1, 1] per expert"}},
       {"an unknown model type", "qwen3_moe", "",
        [](auto&, json& c) {
          c["model_type"] = "foo_moe";
@@ -311,6 +323,40 @@ TEST(PlannerRefuses, AFusedTensorInAnotherLayoutThanConfigGives) {
   EXPECT_NE(r.err.find("is not converted"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(d / "out"));
   EXPECT_EQ(testing::HashTree(d / "src"), before);
+}
+
+// The check is as good as config.json: without a block size (per-tensor FP8,
+// or a config that omits it) the scale grids are only checked against each
+// other, never refused for a block size moepack guessed.
+TEST(PlannerShapes, ScaleGridsAreCheckedOnlyWhenConfigGivesTheBlockSize) {
+  TempDir d;
+  testing::SynthOrDie(d / "pe", testing::TinyOptions("deepseek_v3", "per-expert", "fp8"));
+  auto grow = [](auto& ts) {
+    for (auto& t : ts) {
+      if (t.name.find("down_proj.weight_scale_inv") == std::string::npos) continue;
+      t.shape[1] += 1;
+      t.data.resize(t.data.size() / (t.shape[1] - 1) * t.shape[1]);
+    }
+  };
+  testing::RewriteCheckpoint(d / "pe", d / "with", [&](auto& ts, json&) { grow(ts); });
+  testing::RewriteCheckpoint(d / "pe", d / "without", [&](auto& ts, json& c) {
+    grow(ts);
+    c["quantization_config"].erase("weight_block_size");
+  });
+  for (const char* dir : {"with", "without"}) {
+    auto ckpt = Checkpoint::Open(d / dir);
+    ASSERT_TRUE(ckpt.ok()) << ckpt.status().message();
+    auto rules = ChooseRules(*ckpt, "", "");
+    ASSERT_TRUE(rules.ok()) << rules.status().message();
+    auto plan = MakePlan(*ckpt, *rules, PlanOptions{});
+    if (std::string(dir) == "with") {
+      ASSERT_FALSE(plan.ok());
+      EXPECT_NE(plan.status().message().find("gives [H/BR, I/BC] = [1, 1] per expert"), std::string::npos)
+          << plan.status().message();
+    } else {
+      ASSERT_TRUE(plan.ok()) << plan.status().message();
+    }
+  }
 }
 
 // ---- output shards and index --------------------------------------------------

@@ -18,8 +18,9 @@ class ModelConfig {
   // `what` names the file in errors.
   static Result<ModelConfig> Parse(const std::string& text, const std::string& what);
 
-  // Integer field by dotted path ("text_config.num_experts"); nullopt when
-  // absent or not an integer.
+  // Integer field by dotted path ("text_config.num_experts"; elements of
+  // short lists by index: "quantization_config.weight_block_size.0");
+  // nullopt when absent or not an integer.
   std::optional<int64_t> Int(const std::string& path) const;
   std::optional<std::string> String(const std::string& path) const;
   bool Has(const std::string& path) const;

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -117,7 +118,7 @@ class RuleSet {
 
   // Expert count for the names under `prefix`, from the config.
   Result<int64_t> NumExperts(const ModelConfig& config, std::string_view prefix) const;
-  // Evaluates a transpose shape (["E","H","2*I"]) with E given.
+  // Evaluates a shape (["E","H","2*I"], ["I/BR", ...] rounds up) with E given.
   Result<std::vector<uint64_t>> EvalShape(const ModelConfig& config, const std::vector<std::string>& shape,
                                           int64_t num_experts) const;
   // Checks one expert's source (`piece`, per-expert layout) or a whole fused
@@ -129,6 +130,11 @@ class RuleSet {
                          const std::vector<uint64_t>& fused, const std::string& what) const;
 
  private:
+  // One dimension of a shape; nullopt (and `missing` says which symbol)
+  // when config.json has no positive value for a symbol. `named` collects
+  // the config fields used, by dims index.
+  std::optional<uint64_t> EvalDim(const ModelConfig& config, const std::string& expr, int64_t num_experts,
+                                  std::map<size_t, std::string>* named, std::string* missing) const;
   // Evaluates `shape` like EvalShape; false when config.json lacks a dim.
   // `given` lists the config fields used ("hidden_size=2048, ...").
   bool ResolveShape(const ModelConfig& config, const std::vector<std::string>& shape, int64_t num_experts,

@@ -20,6 +20,14 @@ void Flatten(const json& j, const std::string& prefix, std::map<std::string, int
     if (fits) ints[key] = it->get<int64_t>();
     else if (it->is_string()) strings[key] = it->get<std::string>();
     else if (it->is_object()) Flatten(*it, key, ints, strings, present, nulls, depth + 1);
+    else if (it->is_array() && it->size() <= 16) {
+      // Short integer lists (quantization_config.weight_block_size) by index.
+      for (size_t i = 0; i < it->size(); ++i) {
+        const json& e = (*it)[i];
+        const bool ok = e.is_number_unsigned() ? e.get<uint64_t>() <= uint64_t{INT64_MAX} : e.is_number_integer();
+        if (ok) ints[key + "." + std::to_string(i)] = e.get<int64_t>();
+      }
+    }
   }
 }
 

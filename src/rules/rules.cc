@@ -78,16 +78,23 @@ std::string NameOf(const json& j) {
   return "";
 }
 
-// A shape is a list of SYMBOL or N*SYMBOL, each symbol E or one of "dims".
+// A shape is a list of SYMBOL or N*SYMBOL, optionally divided by another
+// (rounded up); each symbol is E or one of "dims".
 Status CheckShapeExpr(const Reader& r, const char* member, const std::vector<std::string>& shape,
                       const std::set<std::string>& symbols) {
   for (const auto& e : shape) {
-    size_t star = e.find('*');
-    std::string sym = star == std::string::npos ? e : e.substr(star + 1);
-    if (star != std::string::npos && (star == 0 || e.find_first_not_of("0123456789") != star || star > 6)) {
-      return r.Error(member, "invalid dimension '" + e + "' (expected SYMBOL or N*SYMBOL)");
+    const size_t slash = e.find('/');
+    if (slash != std::string::npos && e.find('/', slash + 1) != std::string::npos) {
+      return r.Error(member, "invalid dimension '" + e + "' (at most one '/')");
     }
-    if (!symbols.count(sym)) return r.Error(member, "unknown symbol '" + sym + "' (declare it in \"dims\")");
+    for (const std::string& t : {e.substr(0, slash), slash == std::string::npos ? std::string("E") : e.substr(slash + 1)}) {
+      size_t star = t.find('*');
+      std::string sym = star == std::string::npos ? t : t.substr(star + 1);
+      if (star != std::string::npos && (star == 0 || t.find_first_not_of("0123456789") != star || star > 6)) {
+        return r.Error(member, "invalid dimension '" + e + "' (expected SYMBOL, N*SYMBOL, or either /SYMBOL)");
+      }
+      if (!symbols.count(sym)) return r.Error(member, "unknown symbol '" + sym + "' (declare it in \"dims\")");
+    }
   }
   return Status::OK();
 }
@@ -386,33 +393,45 @@ Result<int64_t> RuleSet::NumExperts(const ModelConfig& config, std::string_view 
   return Status::Corrupt("config.json: no expert count for '" + std::string(prefix) + "' (looked for " + names + ")");
 }
 
+std::optional<uint64_t> RuleSet::EvalDim(const ModelConfig& config, const std::string& expr, int64_t num_experts,
+                                         std::map<size_t, std::string>* named, std::string* missing) const {
+  // A term is SYMBOL or N*SYMBOL; a dimension is a term, or a term divided
+  // by another, rounded up (FP8 block scales: "I/BR").
+  auto term = [&](const std::string& t) -> std::optional<uint64_t> {
+    const size_t star = t.find('*');
+    const uint64_t mult = star == std::string::npos ? 1 : std::stoull(t.substr(0, star));
+    const std::string sym = star == std::string::npos ? t : t.substr(star + 1);
+    if (sym == "E") return num_experts > 0 ? std::optional<uint64_t>(mult * static_cast<uint64_t>(num_experts)) : std::nullopt;
+    for (size_t i = 0; i < dims_.size(); ++i) {
+      if (dims_[i].symbol != sym) continue;
+      for (const auto& field : dims_[i].config) {
+        if (auto v = config.Int(field); v && *v > 0) {
+          if (named) (*named)[i] = field + "=" + std::to_string(*v);
+          return mult * static_cast<uint64_t>(*v);
+        }
+      }
+      if (missing) *missing = sym + " (looked for " + dims_[i].config.front() + ")";
+      return std::nullopt;
+    }
+    if (missing) *missing = "'" + sym + "'";
+    return std::nullopt;
+  };
+  const size_t slash = expr.find('/');
+  auto n = term(expr.substr(0, slash));
+  if (!n || slash == std::string::npos) return n;
+  auto d = term(expr.substr(slash + 1));
+  if (!d) return std::nullopt;
+  return (*n + *d - 1) / *d;
+}
+
 Result<std::vector<uint64_t>> RuleSet::EvalShape(const ModelConfig& config, const std::vector<std::string>& shape,
                                                  int64_t num_experts) const {
   std::vector<uint64_t> out;
   for (const std::string& e : shape) {
-    uint64_t mult = 1;
-    std::string sym = e;
-    if (auto star = e.find('*'); star != std::string::npos) {
-      mult = std::stoull(e.substr(0, star));
-      sym = e.substr(star + 1);
-    }
-    int64_t v = -1;
-    if (sym == "E") {
-      v = num_experts;
-    } else {
-      for (const auto& d : dims_) {
-        if (d.symbol != sym) continue;
-        for (const auto& f : d.config) {
-          if (auto x = config.Int(f)) {
-            v = *x;
-            break;
-          }
-        }
-        if (v < 0) return Status::Corrupt("config.json: no value for " + sym + " (looked for " + d.config.front() + ")");
-      }
-    }
-    if (v < 0) return Status::InvalidArgument("unknown shape symbol '" + sym + "'");
-    out.push_back(mult * static_cast<uint64_t>(v));
+    std::string missing;
+    auto v = EvalDim(config, e, num_experts, nullptr, &missing);
+    if (!v) return Status::Corrupt("config.json: no positive value for " + missing);
+    out.push_back(*v);
   }
   return out;
 }
@@ -422,22 +441,9 @@ bool RuleSet::ResolveShape(const ModelConfig& config, const std::vector<std::str
   out->clear();
   std::map<size_t, std::string> named;  // dims index -> "field=value", listed in declaration order
   for (const std::string& e : shape) {
-    const size_t star = e.find('*');
-    const uint64_t mult = star == std::string::npos ? 1 : std::stoull(e.substr(0, star));
-    const std::string sym = star == std::string::npos ? e : e.substr(star + 1);
-    std::optional<int64_t> v;
-    if (sym == "E") v = num_experts;
-    for (size_t i = 0; i < dims_.size(); ++i) {
-      if (dims_[i].symbol != sym) continue;
-      for (const auto& field : dims_[i].config) {
-        if ((v = config.Int(field))) {
-          named[i] = field + "=" + std::to_string(*v);
-          break;
-        }
-      }
-    }
-    if (!v || *v <= 0) return false;
-    out->push_back(mult * static_cast<uint64_t>(*v));
+    auto v = EvalDim(config, e, num_experts, &named, nullptr);
+    if (!v) return false;
+    out->push_back(*v);
   }
   for (const auto& [i, text] : named) *given += (given->empty() ? "" : ", ") + text;
   return true;
@@ -485,7 +491,7 @@ Status RuleSet::CheckFusedShape(const ModelConfig& config, int fusion, int64_t n
     want.insert(want.end(), piece.begin(), piece.end());
     if (f.sources.size() > 1) {
       std::string& d = expr[f.concat_dim];
-      d = d.find('*') == std::string::npos ? k + "*" + d : k + "*(" + d + ")";
+      d = d.find_first_of("*/") == std::string::npos ? k + "*" + d : k + "*(" + d + ")";
       want[f.concat_dim] *= f.sources.size();
     }
   }
