@@ -149,6 +149,16 @@ std::vector<Refusal> Refusals() {
        },
        {"model.layers.2.mlp.experts: expert 0 gate_proj.weight_scale_inv",
         "quantization_config.weight_block_size.0=128", "gives [I/BR, H/BC] = [1, 1] per expert"}},
+      {"omni talker experts stored transposed (its own H and I)", "qwen3_omni_moe", "",
+       [](auto& ts, auto&) {
+         for (auto& t : ts) {
+           if (t.name.find("talker.model.layers.1.mlp.experts.") == 0 && t.shape.size() == 2) {
+             std::swap(t.shape[0], t.shape[1]);
+           }
+         }
+       },
+       {"talker.model.layers.1.mlp.experts: expert 0", "config.json (talker_config.text_config.hidden_size=",
+        "talker_config.text_config.moe_intermediate_size="}},
       {"an unknown model type", "qwen3_moe", "",
        [](auto&, json& c) {
          c["model_type"] = "foo_moe";

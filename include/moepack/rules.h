@@ -56,14 +56,15 @@ struct TransposeRule {
   std::vector<std::string> v5_shape;   // e.g. ["E", "2*I", "H"]
 };
 
-struct ExpertGroup {
-  std::string prefix;                   // names starting with this
-  std::vector<std::string> num_experts;  // config paths, first found wins
-};
-
 struct DimSymbol {
   std::string symbol;               // "H", "I"
   std::vector<std::string> config;  // config paths, first found wins
+};
+
+struct ExpertGroup {
+  std::string prefix;                   // names starting with this
+  std::vector<std::string> num_experts;  // config paths, first found wins
+  std::vector<DimSymbol> dims;           // take precedence over the top-level dims
 };
 
 enum class Direction { kToFused, kToPerExpert };
@@ -119,26 +120,29 @@ class RuleSet {
   // Expert count for the names under `prefix`, from the config.
   Result<int64_t> NumExperts(const ModelConfig& config, std::string_view prefix) const;
   // Evaluates a shape (["E","H","2*I"], ["I/BR", ...] rounds up) with E given.
+  // Under `prefix`, an expert group's dims take precedence.
   Result<std::vector<uint64_t>> EvalShape(const ModelConfig& config, const std::vector<std::string>& shape,
-                                          int64_t num_experts) const;
+                                          int64_t num_experts, std::string_view prefix = "") const;
   // Checks one expert's source (`piece`, per-expert layout) or a whole fused
   // tensor of `fusion` against its source_shape. OK when the rule has no
   // source_shape or config.json lacks one of its dims. `what` leads the error.
-  Status CheckSourceShape(const ModelConfig& config, int fusion, const std::vector<uint64_t>& piece,
-                          const std::string& what) const;
-  Status CheckFusedShape(const ModelConfig& config, int fusion, int64_t num_experts,
+  Status CheckSourceShape(const ModelConfig& config, int fusion, std::string_view prefix,
+                          const std::vector<uint64_t>& piece, const std::string& what) const;
+  Status CheckFusedShape(const ModelConfig& config, int fusion, std::string_view prefix, int64_t num_experts,
                          const std::vector<uint64_t>& fused, const std::string& what) const;
 
  private:
   // One dimension of a shape; nullopt (and `missing` says which symbol)
   // when config.json has no positive value for a symbol. `named` collects
-  // the config fields used, by dims index.
+  // the config fields used.
   std::optional<uint64_t> EvalDim(const ModelConfig& config, const std::string& expr, int64_t num_experts,
-                                  std::map<size_t, std::string>* named, std::string* missing) const;
+                                  std::string_view prefix, std::map<std::string, std::string>* named,
+                                  std::string* missing) const;
+  const DimSymbol* FindDim(std::string_view symbol, std::string_view prefix) const;
   // Evaluates `shape` like EvalShape; false when config.json lacks a dim.
   // `given` lists the config fields used ("hidden_size=2048, ...").
   bool ResolveShape(const ModelConfig& config, const std::vector<std::string>& shape, int64_t num_experts,
-                    std::vector<uint64_t>* out, std::string* given) const;
+                    std::string_view prefix, std::vector<uint64_t>* out, std::string* given) const;
 
   struct Compiled;
   std::string family_;

@@ -120,7 +120,7 @@ Result<std::vector<OwnedTensor>> StreamingConverter::State::Fuse(const RuleSet::
                              name + "')");
     }
     MOEPACK_ASSIGN_OR_RETURN(int64_t E, rules.NumExperts(config, m.prefix));
-    MOEPACK_RETURN_IF_ERROR(rules.CheckSourceShape(config, m.fusion, t.shape, "'" + name + "'"));
+    MOEPACK_RETURN_IF_ERROR(rules.CheckSourceShape(config, m.fusion, m.prefix, t.shape, "'" + name + "'"));
     Pending p;
     p.fusion = m.fusion;
     p.prefix = m.prefix;
@@ -196,7 +196,7 @@ Result<std::vector<OwnedTensor>> StreamingConverter::State::Split(const RuleSet:
     return Status::Corrupt("'" + name + "': fused shape " + internal::ShapeString(t.shape) + " does not start with the " +
                            std::to_string(E) + " experts that config.json declares");
   }
-  MOEPACK_RETURN_IF_ERROR(rules.CheckFusedShape(config, m.fusion, E, t.shape, "'" + name + "'"));
+  MOEPACK_RETURN_IF_ERROR(rules.CheckFusedShape(config, m.fusion, m.prefix, E, t.shape, "'" + name + "'"));
   std::vector<uint64_t> per(t.shape.begin() + 1, t.shape.end());
   const size_t axis = f.transpose ? 0 : static_cast<size_t>(f.concat_dim - 1);
   if (axis >= per.size() || per[axis] % K || (f.transpose && (per.size() != 2 || DTypeBits(t.dtype) % 8))) {
@@ -236,8 +236,8 @@ Result<std::vector<OwnedTensor>> StreamingConverter::State::TransposeWhole(const
                                                                            const TensorView& t) {
   const TransposeRule& r = rules.transposes()[m.rule];
   MOEPACK_ASSIGN_OR_RETURN(int64_t E, rules.NumExperts(config, m.prefix));
-  MOEPACK_ASSIGN_OR_RETURN(auto hub, rules.EvalShape(config, r.hub_shape, E));
-  MOEPACK_ASSIGN_OR_RETURN(auto v5, rules.EvalShape(config, r.v5_shape, E));
+  MOEPACK_ASSIGN_OR_RETURN(auto hub, rules.EvalShape(config, r.hub_shape, E, m.prefix));
+  MOEPACK_ASSIGN_OR_RETURN(auto v5, rules.EvalShape(config, r.v5_shape, E, m.prefix));
   const bool is_hub = t.shape == hub, is_v5 = t.shape == v5;
   if (!is_hub && !is_v5) {
     return Status::Corrupt("'" + name + "': shape " + internal::ShapeString(t.shape) + " is neither the Hub layout " +

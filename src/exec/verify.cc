@@ -104,8 +104,8 @@ class Cutter {
     if (auto m = rules_.MatchTranspose(v5); m && t.shape.size() == 3 && c_.config()) {
       const TransposeRule& r = rules_.transposes()[m->rule];
       MOEPACK_ASSIGN_OR_RETURN(int64_t E, rules_.NumExperts(*c_.config(), m->prefix));
-      MOEPACK_ASSIGN_OR_RETURN(auto hub, rules_.EvalShape(*c_.config(), r.hub_shape, E));
-      MOEPACK_ASSIGN_OR_RETURN(auto v5s, rules_.EvalShape(*c_.config(), r.v5_shape, E));
+      MOEPACK_ASSIGN_OR_RETURN(auto hub, rules_.EvalShape(*c_.config(), r.hub_shape, E, m->prefix));
+      MOEPACK_ASSIGN_OR_RETURN(auto v5s, rules_.EvalShape(*c_.config(), r.v5_shape, E, m->prefix));
       bool is_hub = t.shape == hub;
       if (is_hub && t.shape == v5s) {
         if (layout_ == SourceLayout::kUnspecified) {

@@ -76,8 +76,8 @@ Result<InspectReport> Inspect(const std::string& path) {
         std::string layout = "fused";
         if (c.config()) {
           auto E = rs.NumExperts(*c.config(), m->prefix);
-          auto hub = E.ok() ? rs.EvalShape(*c.config(), rs.transposes()[m->rule].hub_shape, *E) : E.status();
-          auto v5 = E.ok() ? rs.EvalShape(*c.config(), rs.transposes()[m->rule].v5_shape, *E) : E.status();
+          auto hub = E.ok() ? rs.EvalShape(*c.config(), rs.transposes()[m->rule].hub_shape, *E, m->prefix) : E.status();
+          auto v5 = E.ok() ? rs.EvalShape(*c.config(), rs.transposes()[m->rule].v5_shape, *E, m->prefix) : E.status();
           if (hub.ok() && v5.ok() && t.shape == *hub && t.shape != *v5) layout = "fused-transposed";
         }
         groups[m->prefix].insert(layout);

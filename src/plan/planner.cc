@@ -145,7 +145,8 @@ Status Planner::CollectForward(const Source& s) {
   if (auto m = rules_.MatchTarget(renamed); m && src_.config()) {
     // Already fused: kept as it is, but only in the layout the target has.
     auto E = rules_.NumExperts(*src_.config(), m->prefix);
-    if (E.ok()) MOEPACK_RETURN_IF_ERROR(rules_.CheckFusedShape(*src_.config(), m->fusion, *E, s.info->shape, "'" + s.name + "'"));
+    if (E.ok()) MOEPACK_RETURN_IF_ERROR(rules_.CheckFusedShape(*src_.config(), m->fusion, m->prefix, *E, s.info->shape,
+                                                           "'" + s.name + "'"));
   }
   return AddCopy(s, renamed);
 }
@@ -256,7 +257,7 @@ Status Planner::AddFused(const FuseGroup& g) {
       }
     }
   }
-  MOEPACK_RETURN_IF_ERROR(rules_.CheckSourceShape(*src_.config(), g.fusion, shape,
+  MOEPACK_RETURN_IF_ERROR(rules_.CheckSourceShape(*src_.config(), g.fusion, g.prefix, shape,
                                                   label + ": expert " + std::to_string(g.experts.begin()->first) +
                                                       " " + SourceLabel(rules_, g.fusion, 0) + " ('" + first->name +
                                                       "')"));
@@ -321,7 +322,7 @@ Status Planner::AddSplit(const Source& s, const RuleSet::TargetMatch& m) {
     return Status::Corrupt("'" + s.name + "': fused shape " + internal::ShapeString(t.shape) + " does not start with the " +
                            std::to_string(E) + " experts that config.json declares");
   }
-  MOEPACK_RETURN_IF_ERROR(rules_.CheckFusedShape(*src_.config(), m.fusion, E, t.shape, "'" + s.name + "'"));
+  MOEPACK_RETURN_IF_ERROR(rules_.CheckFusedShape(*src_.config(), m.fusion, m.prefix, E, t.shape, "'" + s.name + "'"));
   uint64_t pieces = 0;
   if (__builtin_mul_overflow(static_cast<uint64_t>(E), K, &pieces) || pieces > internal::kMaxSplitPieces) {
     // A zero-byte fused tensor can claim any number of experts.
@@ -379,8 +380,8 @@ Status Planner::AddTranspose(const Source& s, const RuleSet::TransposeMatch& m) 
   const TensorInfo& t = *s.info;
   if (!src_.config()) return Status::Corrupt(src_.dir() + ": no config.json: the layout of '" + s.name + "' depends on it");
   MOEPACK_ASSIGN_OR_RETURN(int64_t E, Experts(m.prefix));
-  MOEPACK_ASSIGN_OR_RETURN(auto hub, rules_.EvalShape(*src_.config(), r.hub_shape, E));
-  MOEPACK_ASSIGN_OR_RETURN(auto v5, rules_.EvalShape(*src_.config(), r.v5_shape, E));
+  MOEPACK_ASSIGN_OR_RETURN(auto hub, rules_.EvalShape(*src_.config(), r.hub_shape, E, m.prefix));
+  MOEPACK_ASSIGN_OR_RETURN(auto v5, rules_.EvalShape(*src_.config(), r.v5_shape, E, m.prefix));
   const bool is_hub = t.shape == hub, is_v5 = t.shape == v5;
   // Forward the source was matched after renames; backward the renames are
   // undone on the way out, as for every other tensor.

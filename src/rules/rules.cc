@@ -99,6 +99,23 @@ Status CheckShapeExpr(const Reader& r, const char* member, const std::vector<std
   return Status::OK();
 }
 
+// "dims": {symbol: [config paths]}, at the top level or in an expert group.
+// `path` is the JSON path of the object holding "dims" ("" at the top).
+Result<std::vector<DimSymbol>> ParseDims(const json& d, const std::string& path, const std::string& what) {
+  Reader holder(d, path, what);
+  Reader r(d, path.empty() ? "dims" : path + ": dims", what);
+  if (!d.is_object()) return holder.Error("dims", "expected an object of symbol -> config fields");
+  std::vector<DimSymbol> out;
+  for (auto it = d.begin(); it != d.end(); ++it) {
+    if (it.key().empty() || it.key() == "E" || !std::isalpha(static_cast<unsigned char>(it.key()[0]))) {
+      return holder.Error("dims", "invalid symbol '" + it.key() + "' (E is the expert count and is implicit)");
+    }
+    MOEPACK_ASSIGN_OR_RETURN(auto fields, r.Strings(it.key().c_str(), true));
+    out.push_back(DimSymbol{it.key(), std::move(fields)});
+  }
+  return out;
+}
+
 std::string RulePath(const char* list, size_t i, const std::string& name) {
   std::string p = std::string(list) + "[" + std::to_string(i) + "]";
   if (!name.empty()) p += " (\"" + name + "\")";
@@ -143,25 +160,19 @@ Result<RuleSet> RuleSet::Parse(std::string_view text, const std::string& what) {
   MOEPACK_ASSIGN_OR_RETURN(auto groups, list("expert_groups"));
   for (size_t i = 0; i < groups.size(); ++i) {
     Reader r(groups[i], RulePath("expert_groups", i, ""), what);
-    MOEPACK_RETURN_IF_ERROR(r.CheckKeys({"prefix", "num_experts"}));
+    MOEPACK_RETURN_IF_ERROR(r.CheckKeys({"prefix", "num_experts", "dims"}));
     ExpertGroup g;
     MOEPACK_ASSIGN_OR_RETURN(g.prefix, r.String("prefix", true));
     MOEPACK_ASSIGN_OR_RETURN(g.num_experts, r.Strings("num_experts", true));
     if (g.num_experts.empty()) return r.Error("num_experts", "must name at least one config field");
+    if (groups[i].contains("dims")) {
+      MOEPACK_ASSIGN_OR_RETURN(g.dims, ParseDims(groups[i]["dims"], RulePath("expert_groups", i, ""), what));
+    }
     rs.groups_.push_back(std::move(g));
   }
 
   if (root.contains("dims")) {
-    const json& d = root["dims"];
-    if (!d.is_object()) return top.Error("dims", "expected an object of symbol -> config fields");
-    for (auto it = d.begin(); it != d.end(); ++it) {
-      if (it.key().empty() || it.key() == "E" || !std::isalpha(static_cast<unsigned char>(it.key()[0]))) {
-        return top.Error("dims", "invalid symbol '" + it.key() + "' (E is the expert count and is implicit)");
-      }
-      Reader r(d, "dims", what);
-      MOEPACK_ASSIGN_OR_RETURN(auto fields, r.Strings(it.key().c_str(), true));
-      rs.dims_.push_back(DimSymbol{it.key(), std::move(fields)});
-    }
+    MOEPACK_ASSIGN_OR_RETURN(rs.dims_, ParseDims(root["dims"], "dims", what));
   }
 
   MOEPACK_ASSIGN_OR_RETURN(auto renames, list("renames"));
@@ -195,6 +206,9 @@ Result<RuleSet> RuleSet::Parse(std::string_view text, const std::string& what) {
 
   std::set<std::string> symbols = {"E"};
   for (const auto& d : rs.dims_) symbols.insert(d.symbol);
+  for (const auto& g : rs.groups_) {
+    for (const auto& d : g.dims) symbols.insert(d.symbol);
+  }
   std::set<std::string> fusion_names, targets, sources;
   MOEPACK_ASSIGN_OR_RETURN(auto fusions, list("fusions"));
   for (size_t i = 0; i < fusions.size(); ++i) {
@@ -393,8 +407,23 @@ Result<int64_t> RuleSet::NumExperts(const ModelConfig& config, std::string_view 
   return Status::Corrupt("config.json: no expert count for '" + std::string(prefix) + "' (looked for " + names + ")");
 }
 
+const DimSymbol* RuleSet::FindDim(std::string_view symbol, std::string_view prefix) const {
+  for (const auto& g : groups_) {
+    if (prefix.substr(0, g.prefix.size()) != g.prefix) continue;
+    for (const auto& d : g.dims) {
+      if (d.symbol == symbol) return &d;
+    }
+    break;
+  }
+  for (const auto& d : dims_) {
+    if (d.symbol == symbol) return &d;
+  }
+  return nullptr;
+}
+
 std::optional<uint64_t> RuleSet::EvalDim(const ModelConfig& config, const std::string& expr, int64_t num_experts,
-                                         std::map<size_t, std::string>* named, std::string* missing) const {
+                                         std::string_view prefix, std::map<std::string, std::string>* named,
+                                         std::string* missing) const {
   // A term is SYMBOL or N*SYMBOL; a dimension is a term, or a term divided
   // by another, rounded up (FP8 block scales: "I/BR").
   auto term = [&](const std::string& t) -> std::optional<uint64_t> {
@@ -402,18 +431,18 @@ std::optional<uint64_t> RuleSet::EvalDim(const ModelConfig& config, const std::s
     const uint64_t mult = star == std::string::npos ? 1 : std::stoull(t.substr(0, star));
     const std::string sym = star == std::string::npos ? t : t.substr(star + 1);
     if (sym == "E") return num_experts > 0 ? std::optional<uint64_t>(mult * static_cast<uint64_t>(num_experts)) : std::nullopt;
-    for (size_t i = 0; i < dims_.size(); ++i) {
-      if (dims_[i].symbol != sym) continue;
-      for (const auto& field : dims_[i].config) {
-        if (auto v = config.Int(field); v && *v > 0) {
-          if (named) (*named)[i] = field + "=" + std::to_string(*v);
-          return mult * static_cast<uint64_t>(*v);
-        }
-      }
-      if (missing) *missing = sym + " (looked for " + dims_[i].config.front() + ")";
+    const DimSymbol* d = FindDim(sym, prefix);
+    if (!d) {
+      if (missing) *missing = "'" + sym + "'";
       return std::nullopt;
     }
-    if (missing) *missing = "'" + sym + "'";
+    for (const auto& field : d->config) {
+      if (auto v = config.Int(field); v && *v > 0) {
+        if (named) (*named)[field] = field + "=" + std::to_string(*v);
+        return mult * static_cast<uint64_t>(*v);
+      }
+    }
+    if (missing) *missing = sym + " (looked for " + d->config.front() + ")";
     return std::nullopt;
   };
   const size_t slash = expr.find('/');
@@ -425,11 +454,11 @@ std::optional<uint64_t> RuleSet::EvalDim(const ModelConfig& config, const std::s
 }
 
 Result<std::vector<uint64_t>> RuleSet::EvalShape(const ModelConfig& config, const std::vector<std::string>& shape,
-                                                 int64_t num_experts) const {
+                                                 int64_t num_experts, std::string_view prefix) const {
   std::vector<uint64_t> out;
   for (const std::string& e : shape) {
     std::string missing;
-    auto v = EvalDim(config, e, num_experts, nullptr, &missing);
+    auto v = EvalDim(config, e, num_experts, prefix, nullptr, &missing);
     if (!v) return Status::Corrupt("config.json: no positive value for " + missing);
     out.push_back(*v);
   }
@@ -437,11 +466,11 @@ Result<std::vector<uint64_t>> RuleSet::EvalShape(const ModelConfig& config, cons
 }
 
 bool RuleSet::ResolveShape(const ModelConfig& config, const std::vector<std::string>& shape, int64_t num_experts,
-                           std::vector<uint64_t>* out, std::string* given) const {
+                           std::string_view prefix, std::vector<uint64_t>* out, std::string* given) const {
   out->clear();
-  std::map<size_t, std::string> named;  // dims index -> "field=value", listed in declaration order
+  std::map<std::string, std::string> named;  // config field -> "field=value"
   for (const std::string& e : shape) {
-    auto v = EvalDim(config, e, num_experts, &named, nullptr);
+    auto v = EvalDim(config, e, num_experts, prefix, &named, nullptr);
     if (!v) return false;
     out->push_back(*v);
   }
@@ -457,12 +486,12 @@ std::string ExprString(const std::vector<std::string>& shape) {
 }
 }  // namespace
 
-Status RuleSet::CheckSourceShape(const ModelConfig& config, int fusion, const std::vector<uint64_t>& piece,
-                                 const std::string& what) const {
+Status RuleSet::CheckSourceShape(const ModelConfig& config, int fusion, std::string_view prefix,
+                                 const std::vector<uint64_t>& piece, const std::string& what) const {
   const FusionRule& f = fusions_[fusion];
   std::vector<uint64_t> want;
   std::string given;
-  if (f.source_shape.empty() || !ResolveShape(config, f.source_shape, 0, &want, &given) || piece == want) {
+  if (f.source_shape.empty() || !ResolveShape(config, f.source_shape, 0, prefix, &want, &given) || piece == want) {
     return Status::OK();
   }
   return Status::Corrupt(what + " has shape " + internal::ShapeString(piece) + " but config.json (" + given +
@@ -470,12 +499,12 @@ Status RuleSet::CheckSourceShape(const ModelConfig& config, int fusion, const st
                          " per expert (fusion \"" + f.name + "\")");
 }
 
-Status RuleSet::CheckFusedShape(const ModelConfig& config, int fusion, int64_t num_experts,
+Status RuleSet::CheckFusedShape(const ModelConfig& config, int fusion, std::string_view prefix, int64_t num_experts,
                                 const std::vector<uint64_t>& fused, const std::string& what) const {
   const FusionRule& f = fusions_[fusion];
   std::vector<uint64_t> piece;
   std::string given;
-  if (f.source_shape.empty() || !ResolveShape(config, f.source_shape, num_experts, &piece, &given)) {
+  if (f.source_shape.empty() || !ResolveShape(config, f.source_shape, num_experts, prefix, &piece, &given)) {
     return Status::OK();
   }
   const std::string k = std::to_string(f.sources.size());
