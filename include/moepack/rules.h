@@ -136,7 +136,7 @@ class RuleSet {
   // when config.json has no positive value for a symbol. `named` collects
   // the config fields used.
   std::optional<uint64_t> EvalDim(const ModelConfig& config, const std::string& expr, int64_t num_experts,
-                                  std::string_view prefix, std::map<std::string, std::string>* named,
+                                  std::string_view prefix, std::map<std::string, int64_t>* named,
                                   std::string* missing) const;
   const DimSymbol* FindDim(std::string_view symbol, std::string_view prefix) const;
   // Evaluates `shape` like EvalShape; false when config.json lacks a dim.
@@ -156,6 +156,11 @@ class RuleSet {
   std::vector<TransposeRule> transposes_;
   std::shared_ptr<const Compiled> compiled_;
 };
+
+// The fused tensor that `f` makes of `num_experts` experts whose sources
+// have shape `piece`: experts stacked on dim 0, sources joined along
+// concat_dim (or, transposing, along dim 1 after swapping each 2-D source).
+std::vector<uint64_t> FusedShape(const FusionRule& f, uint64_t num_experts, const std::vector<uint64_t>& piece);
 
 Result<RuleSet> LoadRuleFile(const std::string& path);
 // The families compiled into the binary.

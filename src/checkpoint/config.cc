@@ -7,6 +7,11 @@ namespace {
 
 using nlohmann::json;
 
+// Unsigned values past INT64_MAX do not fit: they count as non-integers.
+bool FitsInt64(const json& v) {
+  return v.is_number_unsigned() ? v.get<uint64_t>() <= uint64_t{INT64_MAX} : v.is_number_integer();
+}
+
 void Flatten(const json& j, const std::string& prefix, std::map<std::string, int64_t>& ints,
              std::map<std::string, std::string>& strings, std::map<std::string, bool>& present,
              std::map<std::string, bool>& nulls, int depth) {
@@ -15,17 +20,13 @@ void Flatten(const json& j, const std::string& prefix, std::map<std::string, int
     std::string key = prefix.empty() ? it.key() : prefix + "." + it.key();
     present[key] = true;
     if (it->is_null()) nulls[key] = true;
-    // Unsigned values past INT64_MAX do not fit: they count as non-integers.
-    const bool fits = it->is_number_unsigned() ? it->get<uint64_t>() <= uint64_t{INT64_MAX} : it->is_number_integer();
-    if (fits) ints[key] = it->get<int64_t>();
+    if (FitsInt64(*it)) ints[key] = it->get<int64_t>();
     else if (it->is_string()) strings[key] = it->get<std::string>();
     else if (it->is_object()) Flatten(*it, key, ints, strings, present, nulls, depth + 1);
     else if (it->is_array() && it->size() <= 16) {
       // Short integer lists (quantization_config.weight_block_size) by index.
       for (size_t i = 0; i < it->size(); ++i) {
-        const json& e = (*it)[i];
-        const bool ok = e.is_number_unsigned() ? e.get<uint64_t>() <= uint64_t{INT64_MAX} : e.is_number_integer();
-        if (ok) ints[key + "." + std::to_string(i)] = e.get<int64_t>();
+        if (FitsInt64((*it)[i])) ints[key + "." + std::to_string(i)] = (*it)[i].get<int64_t>();
       }
     }
   }

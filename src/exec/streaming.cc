@@ -136,15 +136,12 @@ Result<std::vector<OwnedTensor>> StreamingConverter::State::Fuse(const RuleSet::
                                name + "' " + internal::ShapeString(t.shape));
       }
       p.geo = internal::ConcatGeometry{1, t.nbytes, K};
-      p.out.shape = {p.experts, t.shape[1] * K, t.shape[0]};
     } else {
       auto geo = internal::Geometry(t.shape, t.dtype, K, f.concat_dim - 1);
       if (!geo.ok()) return Status::Corrupt(p.out.name + ": fusion \"" + f.name + "\": " + geo.status().message());
       p.geo = *geo;
-      p.out.shape = {p.experts};
-      p.out.shape.insert(p.out.shape.end(), t.shape.begin(), t.shape.end());
-      p.out.shape[f.concat_dim] *= K;
     }
+    p.out.shape = FusedShape(f, p.experts, t.shape);
     p.out.nbytes = p.experts * p.geo.slice_bytes();
     it = pending.emplace(key, std::move(p)).first;
   }

@@ -272,7 +272,6 @@ Status Planner::AddFused(const FuseGroup& g) {
   if (f.transpose) {
     if (shape.size() != 2) return Status::Corrupt(label + ": " + rule_label + " transposes 2-D sources, got " + internal::ShapeString(shape));
     if (DTypeBits(dtype) % 8) return Status::Corrupt(label + ": cannot transpose " + std::string(DTypeName(dtype)));
-    out.shape = {E, shape[1] * K, shape[0]};
     const uint64_t src_bytes = first->info->nbytes();
     for (const auto& [j, slot] : g.experts) {
       for (size_t k = 0; k < K; ++k) {
@@ -284,9 +283,6 @@ Status Planner::AddFused(const FuseGroup& g) {
   } else {
     auto geo = internal::Geometry(shape, dtype, K, f.concat_dim - 1);
     if (!geo.ok()) return Status::Corrupt(label + ": " + rule_label + ": " + geo.status().message());
-    out.shape = {E};
-    out.shape.insert(out.shape.end(), shape.begin(), shape.end());
-    out.shape[f.concat_dim] *= K;
     for (const auto& [j, slot] : g.experts) {
       for (size_t k = 0; k < K; ++k) {
         for (uint64_t o = 0; o < geo->outer; ++o) {
@@ -307,6 +303,7 @@ Status Planner::AddFused(const FuseGroup& g) {
       }
     }
   }
+  out.shape = FusedShape(f, E, shape);
   auto n = NumElements(out.shape);
   out.nbytes = n ? ByteSize(dtype, *n).value_or(0) : 0;
   return Emit(std::move(out), rule_label + " of " + label);

@@ -78,6 +78,18 @@ std::string NameOf(const json& j) {
   return "";
 }
 
+// One term of a shape dimension: SYMBOL or N*SYMBOL (N of at most 6 digits).
+struct ShapeTerm {
+  uint64_t mult = 1;
+  std::string symbol;
+};
+std::optional<ShapeTerm> ParseShapeTerm(std::string_view t) {
+  const size_t star = t.find('*');
+  if (star == std::string_view::npos) return ShapeTerm{1, std::string(t)};
+  if (star == 0 || star > 6 || t.find_first_not_of("0123456789") != star) return std::nullopt;
+  return ShapeTerm{std::stoull(std::string(t.substr(0, star))), std::string(t.substr(star + 1))};
+}
+
 // A shape is a list of SYMBOL or N*SYMBOL, optionally divided by another
 // (rounded up); each symbol is E or one of "dims".
 Status CheckShapeExpr(const Reader& r, const char* member, const std::vector<std::string>& shape,
@@ -87,13 +99,14 @@ Status CheckShapeExpr(const Reader& r, const char* member, const std::vector<std
     if (slash != std::string::npos && e.find('/', slash + 1) != std::string::npos) {
       return r.Error(member, "invalid dimension '" + e + "' (at most one '/')");
     }
-    for (const std::string& t : {e.substr(0, slash), slash == std::string::npos ? std::string("E") : e.substr(slash + 1)}) {
-      size_t star = t.find('*');
-      std::string sym = star == std::string::npos ? t : t.substr(star + 1);
-      if (star != std::string::npos && (star == 0 || t.find_first_not_of("0123456789") != star || star > 6)) {
-        return r.Error(member, "invalid dimension '" + e + "' (expected SYMBOL, N*SYMBOL, or either /SYMBOL)");
+    std::vector<std::string_view> terms = {std::string_view(e).substr(0, slash)};
+    if (slash != std::string::npos) terms.push_back(std::string_view(e).substr(slash + 1));
+    for (std::string_view t : terms) {
+      auto term = ParseShapeTerm(t);
+      if (!term) return r.Error(member, "invalid dimension '" + e + "' (expected SYMBOL, N*SYMBOL, or either /SYMBOL)");
+      if (!symbols.count(term->symbol)) {
+        return r.Error(member, "unknown symbol '" + term->symbol + "' (declare it in \"dims\")");
       }
-      if (!symbols.count(sym)) return r.Error(member, "unknown symbol '" + sym + "' (declare it in \"dims\")");
     }
   }
   return Status::OK();
@@ -422,14 +435,18 @@ const DimSymbol* RuleSet::FindDim(std::string_view symbol, std::string_view pref
 }
 
 std::optional<uint64_t> RuleSet::EvalDim(const ModelConfig& config, const std::string& expr, int64_t num_experts,
-                                         std::string_view prefix, std::map<std::string, std::string>* named,
+                                         std::string_view prefix, std::map<std::string, int64_t>* named,
                                          std::string* missing) const {
   // A term is SYMBOL or N*SYMBOL; a dimension is a term, or a term divided
   // by another, rounded up (FP8 block scales: "I/BR").
-  auto term = [&](const std::string& t) -> std::optional<uint64_t> {
-    const size_t star = t.find('*');
-    const uint64_t mult = star == std::string::npos ? 1 : std::stoull(t.substr(0, star));
-    const std::string sym = star == std::string::npos ? t : t.substr(star + 1);
+  auto term = [&](std::string_view text) -> std::optional<uint64_t> {
+    auto t = ParseShapeTerm(text);
+    if (!t) {  // rule sets are validated by Parse; only a hand-made one gets here
+      if (missing) *missing = "'" + std::string(text) + "'";
+      return std::nullopt;
+    }
+    const uint64_t mult = t->mult;
+    const std::string& sym = t->symbol;
     if (sym == "E") return num_experts > 0 ? std::optional<uint64_t>(mult * static_cast<uint64_t>(num_experts)) : std::nullopt;
     const DimSymbol* d = FindDim(sym, prefix);
     if (!d) {
@@ -438,7 +455,7 @@ std::optional<uint64_t> RuleSet::EvalDim(const ModelConfig& config, const std::s
     }
     for (const auto& field : d->config) {
       if (auto v = config.Int(field); v && *v > 0) {
-        if (named) (*named)[field] = field + "=" + std::to_string(*v);
+        if (named) (*named)[field] = *v;
         return mult * static_cast<uint64_t>(*v);
       }
     }
@@ -446,9 +463,9 @@ std::optional<uint64_t> RuleSet::EvalDim(const ModelConfig& config, const std::s
     return std::nullopt;
   };
   const size_t slash = expr.find('/');
-  auto n = term(expr.substr(0, slash));
+  auto n = term(std::string_view(expr).substr(0, slash));
   if (!n || slash == std::string::npos) return n;
-  auto d = term(expr.substr(slash + 1));
+  auto d = term(std::string_view(expr).substr(slash + 1));
   if (!d) return std::nullopt;
   return (*n + *d - 1) / *d;
 }
@@ -468,14 +485,23 @@ Result<std::vector<uint64_t>> RuleSet::EvalShape(const ModelConfig& config, cons
 bool RuleSet::ResolveShape(const ModelConfig& config, const std::vector<std::string>& shape, int64_t num_experts,
                            std::string_view prefix, std::vector<uint64_t>* out, std::string* given) const {
   out->clear();
-  std::map<std::string, std::string> named;  // config field -> "field=value"
+  std::map<std::string, int64_t> named;  // config field -> its value
   for (const std::string& e : shape) {
     auto v = EvalDim(config, e, num_experts, prefix, &named, nullptr);
     if (!v) return false;
     out->push_back(*v);
   }
-  for (const auto& [i, text] : named) *given += (given->empty() ? "" : ", ") + text;
+  for (const auto& [field, v] : named) *given += (given->empty() ? "" : ", ") + field + "=" + std::to_string(v);
   return true;
+}
+
+std::vector<uint64_t> FusedShape(const FusionRule& f, uint64_t num_experts, const std::vector<uint64_t>& piece) {
+  const uint64_t K = f.sources.size();
+  if (f.transpose) return {num_experts, piece[1] * K, piece[0]};
+  std::vector<uint64_t> out = {num_experts};
+  out.insert(out.end(), piece.begin(), piece.end());
+  out[f.concat_dim] *= K;
+  return out;
 }
 
 namespace {
@@ -507,21 +533,18 @@ Status RuleSet::CheckFusedShape(const ModelConfig& config, int fusion, std::stri
   if (f.source_shape.empty() || !ResolveShape(config, f.source_shape, num_experts, prefix, &piece, &given)) {
     return Status::OK();
   }
+  const std::vector<uint64_t> want = FusedShape(f, static_cast<uint64_t>(num_experts), piece);
+  // The same layout in symbols, for the message: [E, 2*I, H].
   const std::string k = std::to_string(f.sources.size());
   std::vector<std::string> expr = {"E"};
-  std::vector<uint64_t> want = {static_cast<uint64_t>(num_experts)};
   if (f.transpose) {
     expr.push_back(f.sources.size() > 1 ? k + "*" + f.source_shape[1] : f.source_shape[1]);
     expr.push_back(f.source_shape[0]);
-    want.push_back(piece[1] * f.sources.size());
-    want.push_back(piece[0]);
   } else {
     expr.insert(expr.end(), f.source_shape.begin(), f.source_shape.end());
-    want.insert(want.end(), piece.begin(), piece.end());
     if (f.sources.size() > 1) {
       std::string& d = expr[f.concat_dim];
       d = d.find_first_of("*/") == std::string::npos ? k + "*" + d : k + "*(" + d + ")";
-      want[f.concat_dim] *= f.sources.size();
     }
   }
   given = "E=" + std::to_string(num_experts) + ", " + given;
