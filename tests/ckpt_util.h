@@ -92,6 +92,23 @@ std::string DiffTensors(const TensorMap& want, const TensorMap& got);
 // Element (i, j) of a row-major [rows, cols] matrix stored in `data`.
 std::string_view Element(const std::string& data, uint64_t cols, uint64_t i, uint64_t j, uint64_t elem);
 
+// A user's rule file: family "my_moe", experts `ffn.experts.{expert}.wi` /
+// `.wo`, renamed to `mlp.` (tests of --rules through the binary and the
+// library).
+inline constexpr const char* kUserRules = R"({
+  "family": "my_moe",
+  "model_types": ["my_moe"],
+  "num_experts": ["num_experts"],
+  "renames": [{"name": "ffn is mlp", "pattern": "\\.ffn\\.", "replacement": ".mlp.",
+               "reverse_pattern": "\\.mlp\\.", "reverse_replacement": ".ffn."}],
+  "fusions": [
+    {"name": "gate_up_proj", "target": "{prefix}mlp.experts.gate_up_proj",
+     "sources": ["{prefix}mlp.experts.{expert}.wi.weight"]},
+    {"name": "down_proj", "target": "{prefix}mlp.experts.down_proj",
+     "sources": ["{prefix}mlp.experts.{expert}.wo.weight"]}
+  ]
+})";
+
 }  // namespace moepack::testing
 
 #include "ckpt_util_impl.h"

@@ -189,23 +189,9 @@ TEST(InspectLone, OneSafetensorsFileAndADenseCheckpoint) {
 
 // ---- a user's rule file, end to end through the binary ----------------------
 
-const char* kUserRules = R"({
-  "family": "my_moe",
-  "model_types": ["my_moe"],
-  "num_experts": ["num_experts"],
-  "renames": [{"name": "ffn is mlp", "pattern": "\\.ffn\\.", "replacement": ".mlp.",
-               "reverse_pattern": "\\.mlp\\.", "reverse_replacement": ".ffn."}],
-  "fusions": [
-    {"name": "gate_up_proj", "target": "{prefix}mlp.experts.gate_up_proj",
-     "sources": ["{prefix}mlp.experts.{expert}.wi.weight"]},
-    {"name": "down_proj", "target": "{prefix}mlp.experts.down_proj",
-     "sources": ["{prefix}mlp.experts.{expert}.wo.weight"]}
-  ]
-})";
-
 TEST(CliRules, UserFamilyConvertsVerifiesAndComesBack) {
   TempDir d;
-  testing::WriteFileOrDie(d / "my.json", kUserRules);
+  testing::WriteFileOrDie(d / "my.json", testing::kUserRules);
   const uint64_t E = 11, H = 8, I = 4;  // 11 experts: 10 sorts after 9
   std::vector<RawTensor> ts;
   uint64_t seed = 1;
@@ -244,7 +230,7 @@ TEST(CliRules, UserFamilyConvertsVerifiesAndComesBack) {
   EXPECT_EQ(testing::DiffTensors(a, testing::ReadTensors(d / "back")), "");
 
   // A broken rule file is refused naming the rule, and nothing is written.
-  json broken = json::parse(kUserRules);
+  json broken = json::parse(testing::kUserRules);
   broken["fusions"][1]["sources"][0] = "{prefix}mlp.experts.wo.weight";
   testing::WriteFileOrDie(d / "broken.json", broken.dump());
   auto bad = testing::RunMoepack("convert --rules " + d / "broken.json" + " " + d / "src" + " " + d / "x");

@@ -474,24 +474,9 @@ INSTANTIATE_TEST_SUITE_P(DTypes, OpsRoundTrip,
                          ::testing::Values(DType::BF16, DType::F16, DType::F32, DType::F8_E4M3, DType::U8),
                          [](const auto& info) { return std::string(DTypeName(info.param)); });
 
-// A user's family whose experts are `ffn.experts.{expert}.wi` / `.wo`.
-const char* kUserRules = R"({
-  "family": "my_moe",
-  "model_types": ["my_moe"],
-  "num_experts": ["num_experts"],
-  "renames": [{"name": "ffn is mlp", "pattern": "\\.ffn\\.", "replacement": ".mlp.",
-               "reverse_pattern": "\\.mlp\\.", "reverse_replacement": ".ffn."}],
-  "fusions": [
-    {"name": "gate_up_proj", "target": "{prefix}mlp.experts.gate_up_proj",
-     "sources": ["{prefix}mlp.experts.{expert}.wi.weight"]},
-    {"name": "down_proj", "target": "{prefix}mlp.experts.down_proj",
-     "sources": ["{prefix}mlp.experts.{expert}.wo.weight"]}
-  ]
-})";
-
 TEST(UserRules, CustomFamilyConvertsBothWaysThroughTheLibrary) {
   TempDir d;
-  testing::WriteFileOrDie(d / "my.json", kUserRules);
+  testing::WriteFileOrDie(d / "my.json", testing::kUserRules);
   std::vector<RawTensor> ts;
   const uint64_t E = 4, H = 8, I = 4;
   uint64_t seed = 3;
@@ -537,7 +522,7 @@ TEST(UserRules, RenamesThatDoNotInvertAreRefusedNamingTheTensor) {
   TempDir d;
   // The reverse never matches what the forward produced, so a renamed
   // tensor would not come back under its own name.
-  json j = json::parse(kUserRules);
+  json j = json::parse(testing::kUserRules);
   j["renames"][0]["reverse_pattern"] = "\\.nothing\\.";
   testing::WriteFileOrDie(d / "bad.json", j.dump());
   std::vector<RawTensor> ts = {
