@@ -4,7 +4,7 @@
 
 #include <cmath>
 
-#include "exec/moe_reference.h"
+#include "verify/moe_reference.h"
 #include "format/decode.h"
 #include "moepack/convert.h"
 #include "moepack/synth.h"

@@ -163,7 +163,7 @@ TEST_P(LoaderCaseTest, EveryRankGetsItsSliceAndReadsOnlyItsBytes) {
         for (const auto& t : l->tensors()) {
           const std::string& want_full = full[t.name];
           if (!IsExpert(t.name)) {
-            EXPECT_EQ(t.split, "whole") << t.name;
+            EXPECT_EQ(t.split, Split::kWhole) << t.name;
             EXPECT_TRUE(got[t.name] == want_full) << t.name;
             continue;
           }

@@ -11,6 +11,7 @@
 #include "moepack/config.h"
 #include "moepack/rules.h"
 #include "moepack/streaming.h"
+#include "moepack/weight_map.h"
 
 namespace moepack {
 namespace {

@@ -25,7 +25,7 @@ Action DefineConvert(CLI::App& sub) {
   auto f = std::make_shared<Flags>();
   sub.add_option("SRC", f->src, "Source model directory")->required();
   sub.add_option("DST", f->dst, "Destination directory (created; must not exist unless --force)");
-  sub.add_option("--to", f->to, "Target layout")->check(CLI::IsMember({"fused", "per-expert"}));
+  sub.add_option("--to", f->to, "Target layout: fused or per-expert")->check(Accepts(ParseDirection));
   AddRuleFlags(sub, f->rules);
   sub.add_option("--max-shard-size", f->max_shard, "Largest output shard, e.g. 5GB, 500MB (decimal units)");
   sub.add_option("--threads", f->threads, "Worker threads (default: one per core)")->check(CLI::Range(0, 64));
@@ -46,7 +46,7 @@ Action DefineConvert(CLI::App& sub) {
       return kExitUsage;
     }
     ConvertOptions o;
-    o.direction = f->to == "fused" ? Direction::kToFused : Direction::kToPerExpert;
+    o.direction = ParseDirection(f->to).value();
     o.model_type = f->rules.model_type;
     o.rules_file = f->rules.rules;
     o.max_shard_size = *size;

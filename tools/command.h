@@ -7,6 +7,7 @@
 #include <functional>
 #include <string>
 
+#include "moepack/parse.h"
 #include "moepack/plan.h"
 #include "moepack/status.h"
 
@@ -28,12 +29,20 @@ inline constexpr int kExitUsage = 2;
 // Prints "moepack: error: <message>" on stderr and returns kExitFailure.
 int Fail(const Status& status);
 
-// Parses sizes such as 5GB, 500MB, 2GiB, 1000 (decimal units, as the Hub).
-Result<uint64_t> ParseSize(const std::string& text);
+// A flag check that accepts exactly what the library's parser (parse.h)
+// accepts, so that the CLI and the Python package take the same spellings.
+template <typename T>
+CLI::Validator Accepts(Result<T> (*parse)(std::string_view)) {
+  return CLI::Validator([parse](std::string& text) {
+    auto r = parse(text);
+    return r.ok() ? std::string() : r.status().message();
+  }, "");
+}
 
 bool StdoutIsTerminal();
 
 // Flags that pick the conversion rules, shared by convert and verify.
+// REQUIRES (ToSourceLayout): the flag passed its Accepts check.
 struct RuleFlags {
   std::string model_type;
   std::string rules;

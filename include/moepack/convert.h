@@ -33,8 +33,8 @@ struct ConvertResult {
   ExecuteReport report;  // empty for a dry run
 };
 
-// The rules that apply to `src` under `options` (rule file, model type, or
-// detection from config.json, in that order).
+// The rules that apply to `src`: a rule file, a model type, or detection
+// from its config.json, in that order (see ChooseRules in rules.h).
 Result<RuleSet> ChooseRules(const Checkpoint& src, const std::string& model_type, const std::string& rules_file);
 
 Result<ConvertResult> Convert(const std::string& src, const std::string& dst, const ConvertOptions& options);

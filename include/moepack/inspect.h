@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "moepack/checkpoint.h"
+#include "moepack/layout.h"
 #include "moepack/status.h"
 
 namespace moepack {
@@ -15,10 +16,9 @@ struct InspectReport {
   std::string path;
   std::string model_type;  // from config.json, empty without one
   std::string family;      // the rule family that describes it, if any
-  // per-expert | fused | fused-transposed | stacked | dense | mixed
-  std::string layout;
-  std::map<std::string, uint64_t> layout_counts;  // MoE layers per layout
-  std::map<std::string, std::string> layer_layouts;  // experts' name prefix -> layout
+  MoeLayout layout = MoeLayout::kDense;
+  std::map<MoeLayout, uint64_t> layout_counts;       // MoE layers per layout
+  std::map<std::string, MoeLayout> layer_layouts;    // experts' name prefix -> layout
   uint64_t num_tensors = 0;
   uint64_t total_bytes = 0;
   uint64_t moe_layers = 0;

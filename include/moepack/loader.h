@@ -16,23 +16,24 @@
 // No conversion is written to disk and no full fused tensor is held.
 //
 // Parallel slicing (only with Direction::kToFused) applies to fused expert
-// tensors, [E, A, B], recognised through the rules (a fusion target or a
-// transpose pattern); every other tensor is given whole to every rank:
+// tensors, [E, A, B] (a fusion target or a transpose pattern of the rules);
+// every other tensor is given whole to every rank:
 //   expert parallel  rank r of ep_size gets experts [r*E/ep, (r+1)*E/ep);
 //                    E % ep_size != 0 is an error.
-//   tensor parallel  over the expert intermediate dim I, rank t of tp_size,
+//   tensor parallel  over the dim the rule's role says holds the expert
+//                    intermediate size I (its tp_dim), rank t of tp_size,
 //                    with Il = I / tp_size (I % tp_size != 0 is an error):
-//                    gate_up_proj [E, 2I, H] -> [E_local, 2*Il, H]: gate rows
+//                    gate_up [E, 2I, H] -> [E_local, 2*Il, H]: gate rows
 //                    [t*Il, (t+1)*Il) then the up rows of the same range;
-//                    down_proj [E, H, I] -> [E_local, H, Il]: the same columns.
-//                    The tensors are recognised by the rule names
-//                    "gate_up_proj" and "down_proj"; another fused expert
-//                    tensor under tensor parallelism is an error.
-//   block scales     gate_up_proj_scale_inv / down_proj_scale_inv (rules with
-//                    scale_of) are cut the same way in units of the quantization
-//                    block (config.json quantization_config.weight_block_size,
-//                    else 128x128); a tensor-parallel slice that does not start
-//                    and end on block boundaries is an error.
+//                    down [E, H, I] -> [E_local, H, Il]: the same columns;
+//                    up [E, I, H] -> [E_local, Il, H]. A fused expert tensor
+//                    whose rule declares no role is an error.
+//   block scales     (rules with scale_of) are cut the same way in units of
+//                    the quantization block (the divisor in the scale
+//                    rule's source_shape, e.g. BR = config.json
+//                    quantization_config.weight_block_size, else 128); a
+//                    tensor-parallel slice that does not start and end on
+//                    block boundaries is an error.
 //
 // Thread safety: after Open, a Loader is immutable except for its read
 // counters (atomic); ReadInto may be called from several threads at once.
@@ -41,24 +42,18 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
 #include "moepack/dtype.h"
+#include "moepack/parallel.h"
 #include "moepack/plan.h"
 #include "moepack/rules.h"
 #include "moepack/status.h"
 #include "moepack/streaming.h"
 
 namespace moepack {
-
-struct ParallelSpec {
-  int ep_rank = 0;
-  int ep_size = 1;
-  int tp_rank = 0;
-  int tp_size = 1;
-  bool parallel() const { return ep_size > 1 || tp_size > 1; }
-};
 
 struct LoadOptions {
   Direction direction = Direction::kToFused;
@@ -77,6 +72,10 @@ struct LoadOptions {
   uint64_t max_gap = 0;
 };
 
+// What a rank's part of a tensor cuts.
+enum class Split { kWhole, kExperts, kTensorParallel, kExpertsAndTensorParallel };
+std::string_view SplitName(Split s);  // "whole", "experts", "tp", "experts+tp"
+
 // One tensor as the rank receives it.
 struct LoadTensor {
   std::string name;
@@ -84,11 +83,10 @@ struct LoadTensor {
   std::vector<uint64_t> shape;       // the rank's part
   std::vector<uint64_t> full_shape;  // the whole converted tensor
   uint64_t nbytes = 0;               // bytes of the rank's part
-  // "whole", or what was cut: "experts", "tp", "experts+tp".
-  std::string split = "whole";
+  Split split = Split::kWhole;
   // Element intervals of the full tensor that make the rank's part:
   // experts [expert_begin, expert_end) x dim1 x dim2, each dim's intervals
-  // concatenated in order. Meaningful only when split != "whole".
+  // concatenated in order. Meaningful only when split != kWhole.
   uint64_t expert_begin = 0, expert_end = 0;
   std::vector<std::pair<uint64_t, uint64_t>> dim1, dim2;
 };
@@ -125,6 +123,7 @@ class Loader {
 
  private:
   struct State;
+  class Opener;
   explicit Loader(std::unique_ptr<State> s);
   std::unique_ptr<State> s_;
 };

@@ -85,7 +85,4 @@ Result<Plan> MakePlan(const Checkpoint& src, const RuleSet& rules, const PlanOpt
 std::string PlanToJson(const Plan& plan, bool with_tensors);
 std::string PlanToText(const Plan& plan);
 
-// Orders names as people read them: "layers.2" before "layers.10".
-bool NaturalLess(const std::string& a, const std::string& b);
-
 }  // namespace moepack

@@ -9,7 +9,10 @@
 //   transposes  already-fused tensors whose last two dims are swapped between
 //               the Hub layout and the v5 layout.
 // Every op has an exact inverse, so the same rules convert in both
-// directions. See docs/rules.md for the file format.
+// directions. A fusion or transpose also says what its fused tensor is (its
+// role) and which dim tensor parallelism cuts, so that no engine reads
+// meaning into a tensor's name. See docs/rules.md for the file format; what
+// each op does to shapes and bytes is defined once, in src/plan/ops/.
 //
 // Thread safety: a RuleSet is immutable after Parse; share it freely.
 #pragma once
@@ -35,6 +38,14 @@ struct RenameRule {
   std::string reverse_replacement;
 };
 
+// What a fused expert tensor holds, in v5's layout:
+//   kGateUp  [E, 2I, H]: the gate projection's I rows, then the up's;
+//   kUp      [E, I, H]: the up projection of non-gated experts;
+//   kDown    [E, H, I].
+// Scales (`scale_of`) take the role of their weights.
+enum class ExpertRole { kNone, kGateUp, kUp, kDown };
+std::string_view RoleName(ExpertRole r);  // "gate_up", "up", "down", "" for kNone
+
 struct FusionRule {
   std::string name;
   std::string target;                // e.g. "{prefix}mlp.experts.gate_up_proj"
@@ -47,6 +58,8 @@ struct FusionRule {
   // shape are refused, so that a transposed or mislabelled tensor is not
   // stacked or cut along the wrong dim.
   std::vector<std::string> source_shape;
+  ExpertRole role = ExpertRole::kNone;
+  int tp_dim = 0;  // the fused dim tensor parallelism cuts; 0 without a role
 };
 
 struct TransposeRule {
@@ -54,6 +67,8 @@ struct TransposeRule {
   std::string pattern;                 // e.g. "{prefix}mlp.experts.gate_up_proj"
   std::vector<std::string> hub_shape;  // e.g. ["E", "H", "2*I"]
   std::vector<std::string> v5_shape;   // e.g. ["E", "2*I", "H"]
+  ExpertRole role = ExpertRole::kNone;  // of the v5 layout
+  int tp_dim = 0;
 };
 
 struct DimSymbol {
@@ -117,19 +132,25 @@ class RuleSet {
   std::string SourceName(int fusion, int source, std::string_view prefix, int64_t expert) const;
   std::string TargetName(int fusion, std::string_view prefix) const;
 
+  // The weight fusion whose scales fusion `f` holds, or -1; the scale
+  // fusion that holds the scales of weight fusion `f`, or -1.
+  int WeightOf(int f) const { return weight_of_[f]; }
+  int ScalesOf(int f) const { return scales_of_[f]; }
+
   // Expert count for the names under `prefix`, from the config.
   Result<int64_t> NumExperts(const ModelConfig& config, std::string_view prefix) const;
   // Evaluates a shape (["E","H","2*I"], ["I/BR", ...] rounds up) with E given.
   // Under `prefix`, an expert group's dims take precedence.
   Result<std::vector<uint64_t>> EvalShape(const ModelConfig& config, const std::vector<std::string>& shape,
                                           int64_t num_experts, std::string_view prefix = "") const;
-  // Checks one expert's source (`piece`, per-expert layout) or a whole fused
-  // tensor of `fusion` against its source_shape. OK when the rule has no
-  // source_shape or config.json lacks one of its dims. `what` leads the error.
-  Status CheckSourceShape(const ModelConfig& config, int fusion, std::string_view prefix,
-                          const std::vector<uint64_t>& piece, const std::string& what) const;
-  Status CheckFusedShape(const ModelConfig& config, int fusion, std::string_view prefix, int64_t num_experts,
-                         const std::vector<uint64_t>& fused, const std::string& what) const;
+  // Evaluates `shape` like EvalShape; false when config.json lacks a dim.
+  // `given` lists the config fields used ("hidden_size=2048, ...").
+  bool ResolveShape(const ModelConfig& config, const std::vector<std::string>& shape, int64_t num_experts,
+                    std::string_view prefix, std::vector<uint64_t>* out, std::string* given) const;
+  // The divisor of dim `source_dim` of fusion `f`'s source_shape ("I/BR":
+  // BR, the quantization block), from config.json; nullopt when the dim
+  // divides nothing or config.json lacks it.
+  std::optional<uint64_t> BlockOf(const ModelConfig& config, int f, int source_dim, std::string_view prefix) const;
 
  private:
   // One dimension of a shape; nullopt (and `missing` says which symbol)
@@ -139,10 +160,9 @@ class RuleSet {
                                   std::string_view prefix, std::map<std::string, int64_t>* named,
                                   std::string* missing) const;
   const DimSymbol* FindDim(std::string_view symbol, std::string_view prefix) const;
-  // Evaluates `shape` like EvalShape; false when config.json lacks a dim.
-  // `given` lists the config fields used ("hidden_size=2048, ...").
-  bool ResolveShape(const ModelConfig& config, const std::vector<std::string>& shape, int64_t num_experts,
-                    std::string_view prefix, std::vector<uint64_t>* out, std::string* given) const;
+
+  // The steps of Parse, in order.
+  class Parser;
 
   struct Compiled;
   std::string family_;
@@ -154,13 +174,9 @@ class RuleSet {
   std::vector<RenameRule> renames_;
   std::vector<FusionRule> fusions_;
   std::vector<TransposeRule> transposes_;
+  std::vector<int> weight_of_, scales_of_;  // per fusion
   std::shared_ptr<const Compiled> compiled_;
 };
-
-// The fused tensor that `f` makes of `num_experts` experts whose sources
-// have shape `piece`: experts stacked on dim 0, sources joined along
-// concat_dim (or, transposing, along dim 1 after swapping each 2-D source).
-std::vector<uint64_t> FusedShape(const FusionRule& f, uint64_t num_experts, const std::vector<uint64_t>& piece);
 
 Result<RuleSet> LoadRuleFile(const std::string& path);
 // The families compiled into the binary.
@@ -169,5 +185,10 @@ Result<RuleSet> BuiltinRules(const std::string& family);
 // Picks the built-in family from config.json (model_type, architectures,
 // nested configs). The error lists the known families.
 Result<RuleSet> RulesForConfig(const ModelConfig& config);
+// The rules a conversion uses, in this order: a user's rule file, a named
+// family, or the family config.json selects (`config` may be null; `where`
+// names the checkpoint when there is no config.json to tell).
+Result<RuleSet> ChooseRules(const ModelConfig* config, const std::string& where, const std::string& model_type,
+                            const std::string& rules_file);
 
 }  // namespace moepack

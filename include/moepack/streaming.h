@@ -15,7 +15,6 @@
 #pragma once
 
 #include <cstdint>
-#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -75,11 +74,5 @@ class StreamingConverter {
   explicit StreamingConverter(std::unique_ptr<State> s);
   std::unique_ptr<State> s_;
 };
-
-// Rewrites an index weight_map (tensor -> shard file) to the fused names:
-// each fused tensor maps to the shard of its lowest-numbered source, other
-// tensors keep their shard under their renamed name.
-Result<std::map<std::string, std::string>> FusedWeightMap(const std::map<std::string, std::string>& weight_map,
-                                                          const RuleSet& rules);
 
 }  // namespace moepack

@@ -2,36 +2,17 @@
 
 import json
 import os
-import re
 
 from . import _moepack
 from .errors import InvalidArgumentError, MismatchError
 
-_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
-
-
 def parse_size(size):
-    """Bytes of a size as the CLI takes it: an int, or "5GB", "500MB", "64KiB" (decimal units unless *iB)."""
-    if isinstance(size, bool):
+    """Bytes of a size as the CLI takes it: an int, or "5GB", "500MB", "64KiB"
+    (decimal units unless *iB); the library parses it, so both accept the
+    same spellings."""
+    if isinstance(size, bool) or not isinstance(size, (int, str)):
         raise InvalidArgumentError(f"invalid size {size!r} (expected e.g. 5GB, 500MB)")
-    if isinstance(size, int):
-        if size <= 0:
-            raise InvalidArgumentError("size must be positive")
-        return size
-    text = str(size)
-    m = re.fullmatch(r"([0-9]+)(.*)", text)
-    if not m:
-        raise InvalidArgumentError(f"invalid size '{text}' (expected e.g. 5GB, 500MB)")
-    unit = m.group(2).upper()
-    if unit not in _UNITS:
-        raise InvalidArgumentError(f"invalid size unit in '{text}' (use B, KB, MB, GB, TB, KiB, MiB, GiB)")
-    value = int(m.group(1)) * _UNITS[unit]
-    if value == 0:
-        raise InvalidArgumentError("size must be positive")
-    if value >= 2**64:
-        raise InvalidArgumentError(f"size '{text}' is too large")
-    return value
+    return _moepack.parse_size(str(size))
 
 
 def _path(p, what):

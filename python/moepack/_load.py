@@ -7,9 +7,6 @@ from . import _dtypes, _moepack
 from ._streaming import StreamingConverter, check_converter
 from .errors import InvalidArgumentError
 
-_LAYOUTS = ("fused", "per-expert")
-
-
 def _group_rank(group, rank, size, what):
     """(rank, size) from a torch.distributed process group, checked against
     explicit values when those were given too."""
@@ -179,8 +176,6 @@ def load(path, layout="fused", model_type=None, ep_rank=0, ep_size=1, tp_rank=0,
     """
     if converter is not None:
         check_converter(converter)
-    if layout not in _LAYOUTS:
-        raise InvalidArgumentError(f"layout: {layout!r} is not a layout (fused or per-expert)")
     ep_rank, ep_size = _group_rank(ep_group, ep_rank, ep_size, "ep")
     tp_rank, tp_size = _group_rank(tp_group, tp_rank, tp_size, "tp")
     for what, v in (("ep_rank", ep_rank), ("ep_size", ep_size), ("tp_rank", tp_rank), ("tp_size", tp_size),

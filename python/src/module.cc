@@ -20,6 +20,7 @@
 #include "moepack/convert.h"
 #include "moepack/inspect.h"
 #include "moepack/loader.h"
+#include "moepack/parse.h"
 #include "moepack/rules.h"
 #include "moepack/streaming.h"
 #include "moepack/verify.h"
@@ -58,17 +59,17 @@ T Unwrap(Result<T> r) {
 
 Status BadArgument(const std::string& msg) { return Status::InvalidArgument(msg); }
 
-Direction ParseTo(const std::string& to) {
-  if (to == "fused") return Direction::kToFused;
-  if (to == "per-expert" || to == "per_expert") return Direction::kToPerExpert;
-  throw StatusError{BadArgument("to: '" + to + "' is not a layout (fused or per-expert)")};
+// The library's parsers (parse.h), with the argument's name in front.
+Direction ParseTo(const std::string& to, const char* arg = "to") {
+  auto d = ParseDirection(to);
+  if (!d.ok()) throw StatusError{d.status().WithPrefix(arg)};
+  return *d;
 }
 
-SourceLayout ParseSourceLayout(const std::optional<std::string>& s) {
-  if (!s || s->empty()) return SourceLayout::kUnspecified;
-  if (*s == "hf" || *s == "hub") return SourceLayout::kHub;
-  if (*s == "v5") return SourceLayout::kV5;
-  throw StatusError{BadArgument("source_layout: '" + *s + "' is not a layout (hf or v5)")};
+SourceLayout ParseLayoutArg(const std::optional<std::string>& s) {
+  auto l = ParseSourceLayout(s.value_or(""));
+  if (!l.ok()) throw StatusError{l.status().WithPrefix("source_layout")};
+  return *l;
 }
 
 DType ParseDTypeOrThrow(const std::string& name) {
@@ -126,7 +127,7 @@ std::string PyConvert(const std::string& src, const std::string& dst, const std:
   o.model_type = model_type;
   o.rules_file = rules;
   o.max_shard_size = max_shard_size;
-  o.source_layout = ParseSourceLayout(source_layout);
+  o.source_layout = ParseLayoutArg(source_layout);
   if (threads < 0 || threads > 64) throw StatusError{BadArgument("threads: " + std::to_string(threads) + " is not in [0, 64]")};
   o.threads = threads;
   o.force = force;
@@ -143,13 +144,15 @@ std::string PyVerify(const std::string& src, const std::string& dst, const std::
   VerifyOptions o;
   o.model_type = model_type;
   o.rules_file = rules;
-  o.source_layout = ParseSourceLayout(source_layout);
+  o.source_layout = ParseLayoutArg(source_layout);
   if (threads < 0 || threads > 64) throw StatusError{BadArgument("threads: " + std::to_string(threads) + " is not in [0, 64]")};
   o.threads = threads;
   o.forward = forward;
   py::gil_scoped_release nogil;
   return VerifyToJson(Unwrap(Verify(src, dst, o)), forward);
 }
+
+uint64_t PyParseSize(const std::string& text) { return Unwrap(ParseSize(text)); }
 
 py::list PyFamilies() {
   py::list out;
@@ -165,10 +168,10 @@ class PyLoader {
            const std::optional<std::string>& source_layout, int ep_rank, int ep_size, int tp_rank, int tp_size,
            bool raw, uint64_t max_gap) {
     LoadOptions o;
-    o.direction = ParseTo(to);
+    o.direction = ParseTo(to, "layout");
     o.model_type = model_type;
     o.rules_file = rules;
-    o.source_layout = ParseSourceLayout(source_layout);
+    o.source_layout = ParseLayoutArg(source_layout);
     o.parallel = {ep_rank, ep_size, tp_rank, tp_size};
     o.raw = raw;
     o.max_gap = max_gap;
@@ -181,7 +184,8 @@ class PyLoader {
   py::tuple Info(size_t i) const {
     if (i >= size()) throw py::index_error("tensor index out of range");
     const LoadTensor& t = loader_->tensors()[i];
-    return py::make_tuple(t.name, std::string(DTypeName(t.dtype)), t.shape, t.full_shape, t.nbytes, t.split);
+    return py::make_tuple(t.name, std::string(DTypeName(t.dtype)), t.shape, t.full_shape, t.nbytes,
+                          std::string(SplitName(t.split)));
   }
 
   void ReadInto(size_t i, const py::buffer& dst) const {
@@ -204,12 +208,10 @@ class PyStreamingConverter {
                        const std::string& config_what, const std::string& to,
                        const std::optional<std::string>& source_layout) {
     ModelConfig config = Unwrap(ModelConfig::Parse(config_text, config_what));
-    RuleSet rules = !rules_file.empty()   ? Unwrap(LoadRuleFile(rules_file))
-                    : !model_type.empty() ? Unwrap(BuiltinRules(model_type))
-                                          : Unwrap(RulesForConfig(config));
+    RuleSet rules = Unwrap(ChooseRules(&config, config_what, model_type, rules_file));
     family_ = rules.family();
     conv_ = std::make_unique<StreamingConverter>(
-        Unwrap(StreamingConverter::Create(std::move(rules), std::move(config), ParseTo(to), ParseSourceLayout(source_layout))));
+        Unwrap(StreamingConverter::Create(std::move(rules), std::move(config), ParseTo(to), ParseLayoutArg(source_layout))));
   }
 
   bool CanHandle(const std::string& name) const { return conv_->CanHandle(name); }
@@ -271,6 +273,7 @@ PYBIND11_MODULE(_moepack, m) {
   m.def("verify", &PyVerify, py::arg("src"), py::arg("dst"), py::arg("model_type"), py::arg("rules"),
         py::arg("source_layout"), py::arg("threads"), py::arg("forward"));
   m.def("families", &PyFamilies);
+  m.def("parse_size", &PyParseSize, py::arg("text"));
   m.def("dtype_bits", [](const std::string& name) { return moepack::DTypeBits(ParseDTypeOrThrow(name)); });
 
   py::class_<PyLoader>(m, "Loader")

@@ -21,7 +21,7 @@
 #include <unordered_map>
 
 #include "exec/atomic_dir.h"
-#include "exec/transpose.h"
+#include "plan/ops/transpose_kernel.h"
 #include "util/file.h"
 
 namespace moepack {

@@ -1,14 +1,14 @@
-// Layout detection asks the family's rules (or, without a known family,
-// every built-in family) which tensors are per-expert sources, fused
-// targets or transposable, and counts MoE layers by their name prefix.
+// Layout detection asks the op model (ops::LayoutOf) with the family's rules
+// first and every other built-in family after, and counts MoE layers by
+// their name prefix.
 #include "moepack/inspect.h"
 
 #include <nlohmann/json.hpp>
-#include <re2/re2.h>
 
 #include <set>
 
 #include "moepack/rules.h"
+#include "plan/ops/layout_of.h"
 
 namespace moepack {
 namespace {
@@ -51,60 +51,28 @@ Result<InspectReport> Inspect(const std::string& path) {
 
   std::string family;
   std::vector<RuleSet> rules = CandidateRules(c, &family);
-  // MoE group (prefix of the experts module) -> layout found there.
-  std::map<std::string, std::set<std::string>> groups;
+  const ModelConfig* config = c.config() ? &*c.config() : nullptr;
+  // MoE group (prefix of the experts module) -> layouts found there.
+  std::map<std::string, std::set<MoeLayout>> groups;
   uint64_t experts = 0;
-  static const RE2 kStacked(R"(^(.*)\.experts\.(gate_proj|up_proj|down_proj|w1|w2|w3)(\.weight)?$)");
   for (const std::string& name : c.names()) {
-    const TensorInfo& t = *c.Find(name)->info;
-    bool found = false;
-    for (const RuleSet& rs : rules) {
-      const std::string renamed = rs.Rename(name, Direction::kToFused);
-      if (auto m = rs.MatchSource(renamed)) {
-        if (rs.fusions()[m->fusion].scale_of.empty()) {
-          groups[m->prefix].insert("per-expert");
-          experts = std::max<uint64_t>(experts, m->expert + 1);
-        }
-        found = true;
-      } else if (auto m = rs.MatchTarget(renamed); m && t.shape.size() == 3) {
-        if (rs.fusions()[m->fusion].scale_of.empty()) {
-          groups[m->prefix].insert("fused");
-          experts = std::max<uint64_t>(experts, t.shape[0]);
-        }
-        found = true;
-      } else if (auto m = rs.MatchTranspose(renamed); m && t.shape.size() == 3) {
-        std::string layout = "fused";
-        if (c.config()) {
-          auto E = rs.NumExperts(*c.config(), m->prefix);
-          auto hub = E.ok() ? rs.EvalShape(*c.config(), rs.transposes()[m->rule].hub_shape, *E, m->prefix) : E.status();
-          auto v5 = E.ok() ? rs.EvalShape(*c.config(), rs.transposes()[m->rule].v5_shape, *E, m->prefix) : E.status();
-          if (hub.ok() && v5.ok() && t.shape == *hub && t.shape != *v5) layout = "fused-transposed";
-        }
-        groups[m->prefix].insert(layout);
-        experts = std::max<uint64_t>(experts, t.shape[0]);
-        found = true;
-      }
-      if (found) {
-        if (family.empty()) family = rs.family();
-        break;
-      }
-    }
-    std::string prefix;
-    if (!found && t.shape.size() == 3 && RE2::FullMatch(name, kStacked, &prefix)) {
-      groups[prefix + "."].insert("stacked");
-      experts = std::max<uint64_t>(experts, t.shape[0]);
-    }
+    auto l = ops::LayoutOf(rules, config, name, c.Find(name)->info->shape);
+    if (!l) continue;
+    if (family.empty() && l->rules >= 0) family = rules[l->rules].family();
+    if (!l->counts) continue;
+    groups[l->group].insert(l->layout);
+    experts = std::max(experts, l->experts);
   }
   r.family = family;
   for (const auto& [prefix, layouts] : groups) {
-    const std::string l = layouts.size() == 1 ? *layouts.begin() : "mixed";
+    const MoeLayout l = layouts.size() == 1 ? *layouts.begin() : MoeLayout::kMixed;
     r.layout_counts[l]++;
     r.layer_layouts[prefix] = l;
   }
   r.moe_layers = groups.size();
-  if (r.layout_counts.empty()) r.layout = "dense";
+  if (r.layout_counts.empty()) r.layout = MoeLayout::kDense;
   else if (r.layout_counts.size() == 1) r.layout = r.layout_counts.begin()->first;
-  else r.layout = "mixed";
+  else r.layout = MoeLayout::kMixed;
   if (c.config() && c.config()->num_experts()) experts = static_cast<uint64_t>(*c.config()->num_experts());
   r.num_experts = r.moe_layers ? experts : 0;
   return r;
@@ -115,9 +83,11 @@ std::string InspectToJson(const InspectReport& r) {
   j["path"] = r.path;
   j["model_type"] = r.model_type;
   j["family"] = r.family;
-  j["layout"] = r.layout;
-  j["layouts"] = r.layout_counts;
-  j["layers"] = r.layer_layouts;
+  j["layout"] = LayoutName(r.layout);
+  j["layouts"] = nlohmann::json::object();
+  for (const auto& [l, n] : r.layout_counts) j["layouts"][std::string(LayoutName(l))] = n;
+  j["layers"] = nlohmann::json::object();
+  for (const auto& [prefix, l] : r.layer_layouts) j["layers"][prefix] = LayoutName(l);
   j["num_tensors"] = r.num_tensors;
   j["total_bytes"] = r.total_bytes;
   j["moe_layers"] = r.moe_layers;
@@ -145,12 +115,12 @@ std::string InspectToText(const InspectReport& r) {
   out += "total bytes: " + std::to_string(r.total_bytes) + "\n";
   out += "dtypes:     ";
   for (const auto& [d, n] : r.dtypes) out += " " + d + "=" + std::to_string(n);
-  out += "\nlayout:      " + r.layout;
-  if (r.layout == "mixed") {
+  out += "\nlayout:      " + std::string(LayoutName(r.layout));
+  if (r.layout == MoeLayout::kMixed) {
     out += " (";
     bool first = true;
     for (const auto& [l, n] : r.layout_counts) {
-      out += (first ? "" : ", ") + l + ": " + std::to_string(n);
+      out += (first ? "" : ", ") + std::string(LayoutName(l)) + ": " + std::to_string(n);
       first = false;
     }
     out += ")";
@@ -158,6 +128,30 @@ std::string InspectToText(const InspectReport& r) {
   out += "\nMoE layers:  " + std::to_string(r.moe_layers) + "\n";
   out += "experts:     " + std::to_string(r.num_experts) + "\n";
   return out;
+}
+
+}  // namespace moepack
+
+namespace moepack {
+
+std::string_view LayoutName(MoeLayout l) {
+  switch (l) {
+    case MoeLayout::kPerExpert: return "per-expert";
+    case MoeLayout::kFused: return "fused";
+    case MoeLayout::kFusedTransposed: return "fused-transposed";
+    case MoeLayout::kStacked: return "stacked";
+    case MoeLayout::kDense: return "dense";
+    case MoeLayout::kMixed: return "mixed";
+  }
+  return "";
+}
+
+std::optional<MoeLayout> ParseLayout(std::string_view name) {
+  for (MoeLayout l : {MoeLayout::kPerExpert, MoeLayout::kFused, MoeLayout::kFusedTransposed, MoeLayout::kStacked,
+                      MoeLayout::kDense, MoeLayout::kMixed}) {
+    if (LayoutName(l) == name) return l;
+  }
+  return std::nullopt;
 }
 
 }  // namespace moepack

@@ -7,16 +7,17 @@
 #include <set>
 #include <unordered_map>
 
+#include "moepack/natural_order.h"
 #include "moepack/plan.h"
-#include "plan/slicing.h"
+#include "plan/ops/fusion_op.h"
+#include "plan/ops/scales.h"
+#include "plan/ops/transpose_op.h"
 #include "util/strings.h"
 
 #include <nlohmann/json.hpp>
 
 namespace moepack {
 namespace {
-
-using internal::ConcatGeometry;
 
 struct Source {
   uint32_t file = 0;
@@ -38,6 +39,26 @@ std::string GroupLabel(const std::string& prefix, const RuleSet& rules, int fusi
   std::string t = rules.TargetName(fusion, prefix);
   auto p = t.rfind('.');
   return p == std::string::npos ? t : t.substr(0, p);
+}
+
+// Adds an op's geometry, read from `file` at `src_begin` (the input
+// tensor's first byte), to an output tensor's ranges. Runs that continue
+// the previous one in both files (experts stored back to back in one
+// shard) become one range.
+void AddPieces(PlannedTensor& out, uint32_t file, uint64_t src_begin, const ops::Pieces& pieces) {
+  for (const ops::Run& r : pieces.runs) {
+    if (!out.copies.empty()) {
+      CopyRange& p = out.copies.back();
+      if (p.src_file == file && p.src_offset + p.length == src_begin + r.src && p.dst_offset + p.length == r.dst) {
+        p.length += r.length;
+        continue;
+      }
+    }
+    out.copies.push_back(CopyRange{file, src_begin + r.src, r.length, r.dst});
+  }
+  for (const ops::Block& b : pieces.blocks) {
+    out.transposes.push_back(TransposeBlock{file, src_begin + b.src, b.rows, b.cols, b.elem_bytes, b.dst});
+  }
 }
 
 class Planner {
@@ -73,7 +94,7 @@ class Planner {
   std::vector<Source> sources_;
   std::map<std::pair<int, std::string>, FuseGroup> groups_;
   std::unordered_map<std::string, std::string> produced_;  // output name -> what made it
-  std::map<std::pair<int, std::string>, DType> fused_dtype_;  // (fusion, prefix) -> dtype seen
+  ops::FusedTensors fused_;                                 // fused tensors made or cut
 };
 
 Result<int64_t> Planner::Experts(const std::string& prefix) {
@@ -145,8 +166,10 @@ Status Planner::CollectForward(const Source& s) {
   if (auto m = rules_.MatchTarget(renamed); m && src_.config()) {
     // Already fused: kept as it is, but only in the layout the target has.
     auto E = rules_.NumExperts(*src_.config(), m->prefix);
-    if (E.ok()) MOEPACK_RETURN_IF_ERROR(rules_.CheckFusedShape(*src_.config(), m->fusion, m->prefix, *E, s.info->shape,
-                                                           "'" + s.name + "'"));
+    if (E.ok()) {
+      MOEPACK_RETURN_IF_ERROR(ops::CheckFusedShape(rules_, *src_.config(), m->fusion, m->prefix, *E, s.info->shape,
+                                                   "'" + s.name + "'"));
+    }
   }
   return AddCopy(s, renamed);
 }
@@ -257,188 +280,76 @@ Status Planner::AddFused(const FuseGroup& g) {
       }
     }
   }
-  MOEPACK_RETURN_IF_ERROR(rules_.CheckSourceShape(*src_.config(), g.fusion, g.prefix, shape,
-                                                  label + ": expert " + std::to_string(g.experts.begin()->first) +
-                                                      " " + SourceLabel(rules_, g.fusion, 0) + " ('" + first->name +
-                                                      "')"));
-  const std::string rule_label = "fusion \"" + f.name + "\"";
+  MOEPACK_ASSIGN_OR_RETURN(
+      ops::FusionOp op,
+      ops::FuseOf(rules_, *src_.config(), g.fusion, g.prefix, g.experts.size(), dtype, shape,
+                  label + ": expert " + std::to_string(g.experts.begin()->first) + " " +
+                      SourceLabel(rules_, g.fusion, 0) + " ('" + first->name + "')"));
   PlannedTensor out;
   out.name = rules_.TargetName(g.fusion, g.prefix);
   out.dtype = dtype;
+  out.shape = op.fused_shape();
+  out.nbytes = op.fused_bytes();
   out.op = TensorOp::kFuse;
   out.rule = f.name;
-  const uint64_t E = g.experts.size();
-  fused_dtype_[{g.fusion, g.prefix}] = dtype;
-  if (f.transpose) {
-    if (shape.size() != 2) return Status::Corrupt(label + ": " + rule_label + " transposes 2-D sources, got " + internal::ShapeString(shape));
-    if (DTypeBits(dtype) % 8) return Status::Corrupt(label + ": cannot transpose " + std::string(DTypeName(dtype)));
-    const uint64_t src_bytes = first->info->nbytes();
-    for (const auto& [j, slot] : g.experts) {
-      for (size_t k = 0; k < K; ++k) {
-        out.transposes.push_back(TransposeBlock{slot[k]->file, slot[k]->abs_begin(), shape[0], shape[1],
-                                                static_cast<uint32_t>(DTypeBits(dtype) / 8),
-                                                (static_cast<uint64_t>(j) * K + k) * src_bytes});
-      }
-    }
-  } else {
-    auto geo = internal::Geometry(shape, dtype, K, f.concat_dim - 1);
-    if (!geo.ok()) return Status::Corrupt(label + ": " + rule_label + ": " + geo.status().message());
-    for (const auto& [j, slot] : g.experts) {
-      for (size_t k = 0; k < K; ++k) {
-        for (uint64_t o = 0; o < geo->outer; ++o) {
-          if (geo->chunk_bytes == 0) continue;
-          CopyRange r{slot[k]->file, slot[k]->abs_begin() + o * geo->chunk_bytes, geo->chunk_bytes,
-                      geo->Offset(static_cast<uint64_t>(j), k, o)};
-          // Experts stored back to back in one shard become one range.
-          if (!out.copies.empty()) {
-            CopyRange& p = out.copies.back();
-            if (p.src_file == r.src_file && p.src_offset + p.length == r.src_offset &&
-                p.dst_offset + p.length == r.dst_offset) {
-              p.length += r.length;
-              continue;
-            }
-          }
-          out.copies.push_back(r);
-        }
-      }
+  fused_[{g.fusion, g.prefix}] = dtype;
+  for (const auto& [j, slot] : g.experts) {
+    for (size_t k = 0; k < K; ++k) {
+      AddPieces(out, slot[k]->file, slot[k]->abs_begin(), op.SourceInFused(static_cast<uint64_t>(j), k));
     }
   }
-  out.shape = FusedShape(f, E, shape);
-  auto n = NumElements(out.shape);
-  out.nbytes = n ? ByteSize(dtype, *n).value_or(0) : 0;
-  return Emit(std::move(out), rule_label + " of " + label);
+  return Emit(std::move(out), "fusion \"" + f.name + "\" of " + label);
 }
 
 Status Planner::AddSplit(const Source& s, const RuleSet::TargetMatch& m) {
   const FusionRule& f = rules_.fusions()[m.fusion];
-  const size_t K = f.sources.size();
   const TensorInfo& t = *s.info;
-  const std::string rule_label = "fusion \"" + f.name + "\"";
   MOEPACK_ASSIGN_OR_RETURN(int64_t E, Experts(m.prefix));
-  if (t.shape.size() < 2 || t.shape[0] != static_cast<uint64_t>(E)) {
-    return Status::Corrupt("'" + s.name + "': fused shape " + internal::ShapeString(t.shape) + " does not start with the " +
-                           std::to_string(E) + " experts that config.json declares");
-  }
-  MOEPACK_RETURN_IF_ERROR(rules_.CheckFusedShape(*src_.config(), m.fusion, m.prefix, E, t.shape, "'" + s.name + "'"));
-  uint64_t pieces = 0;
-  if (__builtin_mul_overflow(static_cast<uint64_t>(E), K, &pieces) || pieces > internal::kMaxSplitPieces) {
-    // A zero-byte fused tensor can claim any number of experts.
-    return Status::Corrupt("'" + s.name + "': splitting " + std::to_string(E) + " experts into " + std::to_string(K) +
-                           " sources would make too many tensors (the limit is " +
-                           std::to_string(internal::kMaxSplitPieces) + ")");
-  }
-  fused_dtype_[{m.fusion, m.prefix}] = t.dtype;
-  std::vector<uint64_t> per(t.shape.begin() + 1, t.shape.end());
-  const size_t axis = f.transpose ? 0 : static_cast<size_t>(f.concat_dim - 1);
-  if (axis >= per.size() || per[axis] % K) {
-    return Status::Corrupt("'" + s.name + "': shape " + internal::ShapeString(t.shape) + " cannot split into " +
-                           std::to_string(K) + " sources along dim " + std::to_string(axis + 1) + " (" +
-                           rule_label + ")");
-  }
-  per[axis] /= K;
-  std::vector<uint64_t> piece = per;
-  if (f.transpose) {
-    if (per.size() != 2 || DTypeBits(t.dtype) % 8) {
-      return Status::Corrupt("'" + s.name + "': " + rule_label + " transposes 2-D byte-sized slices");
-    }
-    piece = {per[1], per[0]};
-  }
-  auto geo = internal::Geometry(piece, t.dtype, K, f.transpose ? 0 : static_cast<int>(axis));
-  if (!geo.ok()) return Status::Corrupt("'" + s.name + "': " + geo.status().message());
-  for (int64_t j = 0; j < E; ++j) {
-    for (size_t k = 0; k < K; ++k) {
+  MOEPACK_ASSIGN_OR_RETURN(ops::FusionOp op, ops::CutOf(rules_, *src_.config(), m.fusion, m.prefix,
+                                                        static_cast<uint64_t>(E), t.dtype, t.shape, "'" + s.name + "'"));
+  fused_[{m.fusion, m.prefix}] = t.dtype;
+  for (uint64_t j = 0; j < op.experts(); ++j) {
+    for (uint64_t k = 0; k < op.sources(); ++k) {
       PlannedTensor out;
-      std::string v5 = rules_.SourceName(m.fusion, static_cast<int>(k), m.prefix, j);
-      out.name = rules_.Rename(v5, Direction::kToPerExpert);
+      out.name = rules_.Rename(rules_.SourceName(m.fusion, static_cast<int>(k), m.prefix, static_cast<int64_t>(j)),
+                               Direction::kToPerExpert);
       out.dtype = t.dtype;
-      out.shape = piece;
+      out.shape = op.source_shape();
+      out.nbytes = op.source_bytes();
       out.op = TensorOp::kSplit;
       out.rule = f.name;
-      if (f.transpose) {
-        const uint64_t bytes = geo->chunk_bytes;
-        out.transposes.push_back(TransposeBlock{s.file, s.abs_begin() + (static_cast<uint64_t>(j) * K + k) * bytes,
-                                                per[0], per[1], static_cast<uint32_t>(DTypeBits(t.dtype) / 8), 0});
-      } else {
-        for (uint64_t o = 0; o < geo->outer; ++o) {
-          if (geo->chunk_bytes == 0) continue;
-          out.copies.push_back(CopyRange{s.file, s.abs_begin() + geo->Offset(static_cast<uint64_t>(j), k, o),
-                                         geo->chunk_bytes, o * geo->chunk_bytes});
-        }
-      }
-      out.nbytes = geo->outer * geo->chunk_bytes;
-      MOEPACK_RETURN_IF_ERROR(Emit(std::move(out), rule_label + " of '" + s.name + "'"));
+      AddPieces(out, s.file, s.abs_begin(), op.SourceInFused(j, k).Inverse());
+      MOEPACK_RETURN_IF_ERROR(Emit(std::move(out), "fusion \"" + f.name + "\" of '" + s.name + "'"));
     }
   }
   return Status::OK();
 }
 
 Status Planner::AddTranspose(const Source& s, const RuleSet::TransposeMatch& m) {
-  const TransposeRule& r = rules_.transposes()[m.rule];
   const TensorInfo& t = *s.info;
   if (!src_.config()) return Status::Corrupt(src_.dir() + ": no config.json: the layout of '" + s.name + "' depends on it");
-  MOEPACK_ASSIGN_OR_RETURN(int64_t E, Experts(m.prefix));
-  MOEPACK_ASSIGN_OR_RETURN(auto hub, rules_.EvalShape(*src_.config(), r.hub_shape, E, m.prefix));
-  MOEPACK_ASSIGN_OR_RETURN(auto v5, rules_.EvalShape(*src_.config(), r.v5_shape, E, m.prefix));
-  const bool is_hub = t.shape == hub, is_v5 = t.shape == v5;
+  MOEPACK_ASSIGN_OR_RETURN(ops::TransposeOp op,
+                           ops::TransposeOp::Make(rules_, m.rule, *src_.config(), m.prefix, s.name, t.dtype, t.shape,
+                                                  opt_.source_layout, ops::TargetOrientation(opt_.direction)));
   // Forward the source was matched after renames; backward the renames are
   // undone on the way out, as for every other tensor.
   const std::string name = rules_.Rename(s.name, opt_.direction);
-  if (!is_hub && !is_v5) {
-    return Status::Corrupt("'" + s.name + "': shape " + internal::ShapeString(t.shape) + " is neither the Hub layout " +
-                           internal::ShapeString(hub) + " nor the v5 layout " + internal::ShapeString(v5) + " (transpose \"" + r.name + "\")");
-  }
-  bool from_hub;
-  if (opt_.source_layout != SourceLayout::kUnspecified) {
-    from_hub = opt_.source_layout == SourceLayout::kHub;
-    if ((from_hub && !is_hub) || (!from_hub && !is_v5)) {
-      return Status::InvalidArgument("'" + s.name + "': shape " + internal::ShapeString(t.shape) + " is not the " +
-                                     (from_hub ? "Hub" : "v5") + " layout that --source-layout names");
-    }
-  } else if (is_hub && is_v5) {
-    return Status::InvalidArgument("'" + s.name + "': shape " + internal::ShapeString(t.shape) +
-                                   " fits both the Hub and the v5 layout (its last two dims are equal); "
-                                   "pass --source-layout hf or --source-layout v5");
-  } else {
-    from_hub = is_hub;
-  }
-  const bool want_hub = opt_.direction == Direction::kToPerExpert;
-  if (from_hub == want_hub) return AddCopy(s, name);
-  if (DTypeBits(t.dtype) % 8) return Status::Corrupt("'" + s.name + "': cannot transpose " + std::string(DTypeName(t.dtype)));
+  if (!op.changes()) return AddCopy(s, name);
+  const TransposeRule& r = rules_.transposes()[m.rule];
   PlannedTensor out;
   out.name = name;
   out.dtype = t.dtype;
-  out.shape = {t.shape[0], t.shape[2], t.shape[1]};
+  out.shape = op.output_shape();
   out.nbytes = t.nbytes();
   out.op = TensorOp::kTranspose;
   out.rule = r.name;
-  const uint64_t slice = t.shape[0] ? t.nbytes() / t.shape[0] : 0;
-  for (uint64_t j = 0; j < t.shape[0] && slice; ++j) {
-    out.transposes.push_back(TransposeBlock{s.file, s.abs_begin() + j * slice, t.shape[1], t.shape[2],
-                                            static_cast<uint32_t>(DTypeBits(t.dtype) / 8), j * slice});
-  }
+  for (uint64_t j = 0; j < op.experts(); ++j) AddPieces(out, s.file, s.abs_begin(), op.Expert(j));
   return Emit(std::move(out), "transpose \"" + r.name + "\" of '" + s.name + "'");
 }
 
 Status Planner::CheckScales() {
-  // A scale needs its weight; an 8-bit float weight needs its scale.
-  for (size_t f = 0; f < rules_.fusions().size(); ++f) {
-    const FusionRule& scale = rules_.fusions()[f];
-    if (scale.scale_of.empty()) continue;
-    int w = -1;
-    for (size_t g = 0; g < rules_.fusions().size(); ++g) {
-      if (rules_.fusions()[g].name == scale.scale_of) w = static_cast<int>(g);
-    }
-    for (const auto& [key, dtype] : fused_dtype_) {
-      if (key.first == static_cast<int>(f) && !fused_dtype_.count({w, key.second})) {
-        return Status::Corrupt(GroupLabel(key.second, rules_, w) + ": " + rules_.TargetName(static_cast<int>(f), key.second) +
-                               " scales have no " + scale.scale_of + " weights");
-      }
-      if (key.first == w && IsFloat8(dtype) && !fused_dtype_.count({static_cast<int>(f), key.second})) {
-        return Status::Corrupt(GroupLabel(key.second, rules_, w) + ": " + std::string(DTypeName(dtype)) + " " +
-                               scale.scale_of + " weights have no weight_scale_inv scales");
-      }
-    }
-  }
+  const auto problems = ops::ScaleProblems(rules_, fused_);
+  if (!problems.empty()) return Status::Corrupt(problems.front());
   return Status::OK();
 }
 
@@ -504,31 +415,6 @@ Result<Plan> Planner::Run() {
 }
 
 }  // namespace
-
-bool NaturalLess(const std::string& a, const std::string& b) {
-  size_t i = 0, j = 0;
-  while (i < a.size() && j < b.size()) {
-    const bool da = std::isdigit(static_cast<unsigned char>(a[i])), db = std::isdigit(static_cast<unsigned char>(b[j]));
-    if (da && db) {
-      size_t ie = i, je = j;
-      while (ie < a.size() && std::isdigit(static_cast<unsigned char>(a[ie]))) ++ie;
-      while (je < b.size() && std::isdigit(static_cast<unsigned char>(b[je]))) ++je;
-      std::string_view na(a.data() + i, ie - i), nb(b.data() + j, je - j);
-      while (na.size() > 1 && na[0] == '0') na.remove_prefix(1);
-      while (nb.size() > 1 && nb[0] == '0') nb.remove_prefix(1);
-      if (na.size() != nb.size()) return na.size() < nb.size();
-      if (na != nb) return na < nb;
-      i = ie;
-      j = je;
-    } else {
-      if (a[i] != b[j]) return a[i] < b[j];
-      ++i;
-      ++j;
-    }
-  }
-  if (a.size() - i != b.size() - j) return a.size() - i < b.size() - j;
-  return a < b;
-}
 
 Result<Plan> MakePlan(const Checkpoint& src, const RuleSet& rules, const PlanOptions& options) {
   return Planner(src, rules, options).Run();

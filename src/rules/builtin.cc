@@ -65,4 +65,14 @@ Result<RuleSet> RulesForConfig(const ModelConfig& config) {
   return Status::InvalidArgument(what + " (known: " + known + "; pass --model-type or --rules FILE)");
 }
 
+Result<RuleSet> ChooseRules(const ModelConfig* config, const std::string& where, const std::string& model_type,
+                            const std::string& rules_file) {
+  if (!rules_file.empty()) return LoadRuleFile(rules_file);
+  if (!model_type.empty()) return BuiltinRules(model_type);
+  if (!config) {
+    return Status::InvalidArgument(where + ": no config.json to tell the model type (pass --model-type or --rules)");
+  }
+  return RulesForConfig(*config);
+}
+
 }  // namespace moepack

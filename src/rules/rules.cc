@@ -150,94 +150,171 @@ struct RuleSet::Compiled {
   std::vector<std::pair<NameTemplate, int>> expert_roots;
 };
 
-Result<RuleSet> RuleSet::Parse(std::string_view text, const std::string& what) {
-  MOEPACK_ASSIGN_OR_RETURN(json root, internal::ParseJsonStrict(text, what));
-  Reader top(root, "", what);
-  MOEPACK_RETURN_IF_ERROR(top.CheckKeys({"family", "description", "model_types", "architectures", "num_experts",
-                                         "expert_groups", "dims", "renames", "fusions", "transposes"}));
-  RuleSet rs;
-  auto compiled = std::make_shared<Compiled>();
-  MOEPACK_ASSIGN_OR_RETURN(rs.family_, top.String("family", true));
-  if (rs.family_.empty()) return top.Error("family", "must not be empty");
-  MOEPACK_RETURN_IF_ERROR(top.String("description", false).status());
-  MOEPACK_ASSIGN_OR_RETURN(rs.model_types_, top.Strings("model_types", false));
-  MOEPACK_ASSIGN_OR_RETURN(rs.architectures_, top.Strings("architectures", false));
-  MOEPACK_ASSIGN_OR_RETURN(rs.num_experts_, top.Strings("num_experts", false));
+// Parse in named steps. Each step reads one member of the file; the
+// cross-rule checks run after every rule parsed.
+class RuleSet::Parser {
+ public:
+  Parser(json root, const std::string& what) : root_(std::move(root)), what_(what), top_(root_, "", what) {}
 
-  auto list = [&](const char* key) -> Result<std::vector<json>> {
-    if (!root.contains(key)) return std::vector<json>{};
-    if (!root[key].is_array()) return top.Error(key, "expected an array, got " + internal::JsonTypeName(root[key]));
-    return root[key].get<std::vector<json>>();
-  };
-
-  MOEPACK_ASSIGN_OR_RETURN(auto groups, list("expert_groups"));
-  for (size_t i = 0; i < groups.size(); ++i) {
-    Reader r(groups[i], RulePath("expert_groups", i, ""), what);
-    MOEPACK_RETURN_IF_ERROR(r.CheckKeys({"prefix", "num_experts", "dims"}));
-    ExpertGroup g;
-    MOEPACK_ASSIGN_OR_RETURN(g.prefix, r.String("prefix", true));
-    MOEPACK_ASSIGN_OR_RETURN(g.num_experts, r.Strings("num_experts", true));
-    if (g.num_experts.empty()) return r.Error("num_experts", "must name at least one config field");
-    if (groups[i].contains("dims")) {
-      MOEPACK_ASSIGN_OR_RETURN(g.dims, ParseDims(groups[i]["dims"], RulePath("expert_groups", i, ""), what));
+  Result<RuleSet> Run() {
+    MOEPACK_RETURN_IF_ERROR(Top());
+    MOEPACK_RETURN_IF_ERROR(Groups());
+    if (root_.contains("dims")) {
+      MOEPACK_ASSIGN_OR_RETURN(rs_.dims_, ParseDims(root_["dims"], "dims", what_));
     }
-    rs.groups_.push_back(std::move(g));
+    CollectSymbols();
+    MOEPACK_RETURN_IF_ERROR(Renames());
+    MOEPACK_ASSIGN_OR_RETURN(fusions_, List("fusions"));
+    for (size_t i = 0; i < fusions_.size(); ++i) MOEPACK_RETURN_IF_ERROR(Fusion(i));
+    MOEPACK_RETURN_IF_ERROR(ScalePairs());
+    MOEPACK_RETURN_IF_ERROR(Transposes());
+    MOEPACK_RETURN_IF_ERROR(Whole());
+    rs_.compiled_ = std::move(compiled_);
+    return std::move(rs_);
   }
 
-  if (root.contains("dims")) {
-    MOEPACK_ASSIGN_OR_RETURN(rs.dims_, ParseDims(root["dims"], "dims", what));
+ private:
+  Result<std::vector<json>> List(const char* key) const {
+    if (!root_.contains(key)) return std::vector<json>{};
+    if (!root_[key].is_array()) return top_.Error(key, "expected an array, got " + internal::JsonTypeName(root_[key]));
+    return root_[key].get<std::vector<json>>();
   }
 
-  MOEPACK_ASSIGN_OR_RETURN(auto renames, list("renames"));
-  for (size_t i = 0; i < renames.size(); ++i) {
-    Reader r(renames[i], RulePath("renames", i, NameOf(renames[i])), what);
-    MOEPACK_RETURN_IF_ERROR(r.CheckKeys({"name", "pattern", "replacement", "reverse_pattern", "reverse_replacement"}));
-    RenameRule rr;
-    MOEPACK_ASSIGN_OR_RETURN(rr.name, r.String("name", false));
-    Reader named(renames[i], RulePath("renames", i, rr.name), what);
-    MOEPACK_ASSIGN_OR_RETURN(rr.pattern, named.String("pattern", true));
-    MOEPACK_ASSIGN_OR_RETURN(rr.replacement, named.String("replacement", true));
-    MOEPACK_ASSIGN_OR_RETURN(rr.reverse_pattern, named.String("reverse_pattern", true));
-    MOEPACK_ASSIGN_OR_RETURN(rr.reverse_replacement, named.String("reverse_replacement", true));
-    Compiled::Rename c;
-    RE2::Options opt;
-    opt.set_log_errors(false);
-    c.forward = std::make_unique<RE2>(rr.pattern, opt);
-    c.reverse = std::make_unique<RE2>(rr.reverse_pattern, opt);
-    for (auto [re, key, repl] : {std::tuple{c.forward.get(), "pattern", &rr.replacement},
-                                 std::tuple{c.reverse.get(), "reverse_pattern", &rr.reverse_replacement}}) {
-      if (!re->ok()) return named.Error(key, "invalid regular expression (" + re->error() + ")");
-      if (re->pattern().empty()) return named.Error(key, "must not be empty");
-      std::string why;
-      if (!re->CheckRewriteString(*repl, &why)) {
-        return named.Error(std::string(key) == "pattern" ? "replacement" : "reverse_replacement", why);
+  Status Top() {
+    MOEPACK_RETURN_IF_ERROR(top_.CheckKeys({"family", "description", "model_types", "architectures", "num_experts",
+                                            "expert_groups", "dims", "renames", "fusions", "transposes"}));
+    MOEPACK_ASSIGN_OR_RETURN(rs_.family_, top_.String("family", true));
+    if (rs_.family_.empty()) return top_.Error("family", "must not be empty");
+    MOEPACK_RETURN_IF_ERROR(top_.String("description", false).status());
+    MOEPACK_ASSIGN_OR_RETURN(rs_.model_types_, top_.Strings("model_types", false));
+    MOEPACK_ASSIGN_OR_RETURN(rs_.architectures_, top_.Strings("architectures", false));
+    MOEPACK_ASSIGN_OR_RETURN(rs_.num_experts_, top_.Strings("num_experts", false));
+    return Status::OK();
+  }
+
+  Status Groups() {
+    MOEPACK_ASSIGN_OR_RETURN(auto groups, List("expert_groups"));
+    for (size_t i = 0; i < groups.size(); ++i) {
+      Reader r(groups[i], RulePath("expert_groups", i, ""), what_);
+      MOEPACK_RETURN_IF_ERROR(r.CheckKeys({"prefix", "num_experts", "dims"}));
+      ExpertGroup g;
+      MOEPACK_ASSIGN_OR_RETURN(g.prefix, r.String("prefix", true));
+      MOEPACK_ASSIGN_OR_RETURN(g.num_experts, r.Strings("num_experts", true));
+      if (g.num_experts.empty()) return r.Error("num_experts", "must name at least one config field");
+      if (groups[i].contains("dims")) {
+        MOEPACK_ASSIGN_OR_RETURN(g.dims, ParseDims(groups[i]["dims"], RulePath("expert_groups", i, ""), what_));
       }
+      rs_.groups_.push_back(std::move(g));
     }
-    compiled->renames.push_back(std::move(c));
-    rs.renames_.push_back(std::move(rr));
+    return Status::OK();
   }
 
-  std::set<std::string> symbols = {"E"};
-  for (const auto& d : rs.dims_) symbols.insert(d.symbol);
-  for (const auto& g : rs.groups_) {
-    for (const auto& d : g.dims) symbols.insert(d.symbol);
+  void CollectSymbols() {
+    symbols_ = {"E"};
+    for (const auto& d : rs_.dims_) symbols_.insert(d.symbol);
+    for (const auto& g : rs_.groups_) {
+      for (const auto& d : g.dims) symbols_.insert(d.symbol);
+    }
   }
-  std::set<std::string> fusion_names, targets, sources;
-  MOEPACK_ASSIGN_OR_RETURN(auto fusions, list("fusions"));
-  for (size_t i = 0; i < fusions.size(); ++i) {
-    Reader r0(fusions[i], RulePath("fusions", i, NameOf(fusions[i])), what);
-    MOEPACK_RETURN_IF_ERROR(
-        r0.CheckKeys({"name", "target", "sources", "concat_dim", "transpose", "scale_of", "source_shape"}));
+
+  Status Renames() {
+    MOEPACK_ASSIGN_OR_RETURN(auto renames, List("renames"));
+    for (size_t i = 0; i < renames.size(); ++i) {
+      Reader r(renames[i], RulePath("renames", i, NameOf(renames[i])), what_);
+      MOEPACK_RETURN_IF_ERROR(
+          r.CheckKeys({"name", "pattern", "replacement", "reverse_pattern", "reverse_replacement"}));
+      RenameRule rr;
+      MOEPACK_ASSIGN_OR_RETURN(rr.name, r.String("name", false));
+      Reader named(renames[i], RulePath("renames", i, rr.name), what_);
+      MOEPACK_ASSIGN_OR_RETURN(rr.pattern, named.String("pattern", true));
+      MOEPACK_ASSIGN_OR_RETURN(rr.replacement, named.String("replacement", true));
+      MOEPACK_ASSIGN_OR_RETURN(rr.reverse_pattern, named.String("reverse_pattern", true));
+      MOEPACK_ASSIGN_OR_RETURN(rr.reverse_replacement, named.String("reverse_replacement", true));
+      Compiled::Rename c;
+      RE2::Options opt;
+      opt.set_log_errors(false);
+      c.forward = std::make_unique<RE2>(rr.pattern, opt);
+      c.reverse = std::make_unique<RE2>(rr.reverse_pattern, opt);
+      for (auto [re, key, repl] : {std::tuple{c.forward.get(), "pattern", &rr.replacement},
+                                   std::tuple{c.reverse.get(), "reverse_pattern", &rr.reverse_replacement}}) {
+        if (!re->ok()) return named.Error(key, "invalid regular expression (" + re->error() + ")");
+        if (re->pattern().empty()) return named.Error(key, "must not be empty");
+        std::string why;
+        if (!re->CheckRewriteString(*repl, &why)) {
+          return named.Error(std::string(key) == "pattern" ? "replacement" : "reverse_replacement", why);
+        }
+      }
+      compiled_->renames.push_back(std::move(c));
+      rs_.renames_.push_back(std::move(rr));
+    }
+    return Status::OK();
+  }
+
+  // "role" and "tp_dim" of a fusion or transpose; tp_dim defaults to the
+  // dim that holds the intermediate size in the role's v5 layout.
+  static Status Role(const Reader& r, ExpertRole* role, int* tp_dim) {
+    MOEPACK_ASSIGN_OR_RETURN(std::string name, r.String("role", false));
+    if (!name.empty()) {
+      bool known = false;
+      for (ExpertRole k : {ExpertRole::kGateUp, ExpertRole::kUp, ExpertRole::kDown}) {
+        if (name == RoleName(k)) {
+          *role = k;
+          known = true;
+        }
+      }
+      if (!known) return r.Error("role", "unknown role '" + name + "' (gate_up, up or down)");
+      *tp_dim = *role == ExpertRole::kDown ? 2 : 1;
+    }
+    if (r.j().contains("tp_dim")) {
+      const json& d = r.j()["tp_dim"];
+      if (!d.is_number_integer() || (d.get<int64_t>() != 1 && d.get<int64_t>() != 2)) {
+        return r.Error("tp_dim", "expected 1 or 2 (a dim of the 3-D fused tensor)");
+      }
+      if (*role == ExpertRole::kNone) return r.Error("tp_dim", "needs a role");
+      *tp_dim = static_cast<int>(d.get<int64_t>());
+    }
+    return Status::OK();
+  }
+
+  Status Fusion(size_t i) {
+    Reader r0(fusions_[i], RulePath("fusions", i, NameOf(fusions_[i])), what_);
+    MOEPACK_RETURN_IF_ERROR(r0.CheckKeys(
+        {"name", "target", "sources", "concat_dim", "transpose", "scale_of", "source_shape", "role", "tp_dim"}));
     FusionRule f;
     MOEPACK_ASSIGN_OR_RETURN(f.name, r0.String("name", true));
-    Reader r(fusions[i], RulePath("fusions", i, f.name), what);
-    if (!fusion_names.insert(f.name).second) return r.Error("name", "two fusions are named \"" + f.name + "\"");
+    Reader r(fusions_[i], RulePath("fusions", i, f.name), what_);
+    if (!fusion_names_.insert(f.name).second) return r.Error("name", "two fusions are named \"" + f.name + "\"");
     MOEPACK_ASSIGN_OR_RETURN(f.target, r.String("target", true));
     MOEPACK_ASSIGN_OR_RETURN(f.sources, r.Strings("sources", true));
     MOEPACK_ASSIGN_OR_RETURN(f.scale_of, r.String("scale_of", false));
     MOEPACK_ASSIGN_OR_RETURN(f.source_shape, r.Strings("source_shape", false));
+    MOEPACK_RETURN_IF_ERROR(Role(r, &f.role, &f.tp_dim));
     if (f.sources.empty()) return r.Error("sources", "must list at least one source");
-    const json& fj = fusions[i];
+    MOEPACK_RETURN_IF_ERROR(Form(r, fusions_[i], f));
+    auto target = NameTemplate::Parse(f.target);
+    if (!target.ok()) return r.Error("target", target.status().message());
+    if (target->has_expert()) return r.Error("target", "must not contain {expert}");
+    if (!targets_.insert(f.target).second) return r.Error("target", "\"" + f.target + "\" is produced by two fusions");
+    std::vector<NameTemplate> srcs;
+    for (const std::string& s : f.sources) {
+      auto t = NameTemplate::Parse(s);
+      if (!t.ok()) return r.Error("sources", t.status().message());
+      if (!t->has_expert()) return r.Error("sources", "\"" + s + "\" has no {expert} placeholder");
+      if (t->has_prefix() != target->has_prefix()) {
+        return r.Error("sources", "\"" + s + "\" and the target must both use {prefix} or neither");
+      }
+      if (!sources_.insert(s).second) return r.Error("sources", "\"" + s + "\" is a source of two fusions");
+      srcs.push_back(std::move(t).value());
+    }
+    AddExpertRoots(f);
+    compiled_->sources.push_back(std::move(srcs));
+    compiled_->targets.push_back(std::move(target).value());
+    rs_.fusions_.push_back(std::move(f));
+    return Status::OK();
+  }
+
+  // concat_dim, transpose and source_shape, and how they fit together.
+  Status Form(const Reader& r, const json& fj, FusionRule& f) const {
     if (fj.contains("concat_dim")) {
       const json& cd = fj["concat_dim"];
       if (!cd.is_number_integer()) return r.Error("concat_dim", "expected an integer");
@@ -250,7 +327,7 @@ Result<RuleSet> RuleSet::Parse(std::string_view text, const std::string& what) {
       f.transpose = fj["transpose"].get<bool>();
     }
     if (f.concat_dim < 1) return r.Error("concat_dim", "must be >= 1 (dim 0 stacks the experts)");
-    MOEPACK_RETURN_IF_ERROR(CheckShapeExpr(r, "source_shape", f.source_shape, symbols));
+    MOEPACK_RETURN_IF_ERROR(CheckShapeExpr(r, "source_shape", f.source_shape, symbols_));
     if (!f.source_shape.empty() && f.transpose && f.source_shape.size() != 2) {
       return r.Error("source_shape", "a transposing fusion has 2-D sources");
     }
@@ -260,85 +337,110 @@ Result<RuleSet> RuleSet::Parse(std::string_view text, const std::string& what) {
     if (f.transpose && f.sources.size() > 1 && f.concat_dim != 1) {
       return r.Error("concat_dim", "a transposing fusion of several sources must concatenate along dim 1");
     }
-    auto target = NameTemplate::Parse(f.target);
-    if (!target.ok()) return r.Error("target", target.status().message());
-    if (target->has_expert()) return r.Error("target", "must not contain {expert}");
-    if (!targets.insert(f.target).second) return r.Error("target", "\"" + f.target + "\" is produced by two fusions");
-    std::vector<NameTemplate> srcs;
-    for (const std::string& s : f.sources) {
-      auto t = NameTemplate::Parse(s);
-      if (!t.ok()) return r.Error("sources", t.status().message());
-      if (!t->has_expert()) return r.Error("sources", "\"" + s + "\" has no {expert} placeholder");
-      if (t->has_prefix() != target->has_prefix()) {
-        return r.Error("sources", "\"" + s + "\" and the target must both use {prefix} or neither");
-      }
-      if (!sources.insert(s).second) return r.Error("sources", "\"" + s + "\" is a source of two fusions");
-      srcs.push_back(std::move(t).value());
-    }
+    return Status::OK();
+  }
+
+  // Source templates cut after "{expert}.": a name under one of them that
+  // no source matches belongs to an expert but to no fusion.
+  void AddExpertRoots(const FusionRule& f) {
     for (const std::string& s : f.sources) {
       const size_t e = s.find("{expert}.");
       if (e == std::string::npos) continue;
       const std::string root = s.substr(0, e + 9);
       bool known = false;
-      for (const auto& [t, _] : compiled->expert_roots) known = known || t.text() == root;
+      for (const auto& [t, _] : compiled_->expert_roots) known = known || t.text() == root;
       if (auto t = NameTemplate::Parse(root); t.ok() && !known) {
-        compiled->expert_roots.emplace_back(std::move(t).value(), static_cast<int>(rs.fusions_.size()));
+        compiled_->expert_roots.emplace_back(std::move(t).value(), static_cast<int>(rs_.fusions_.size()));
       }
-    }
-    compiled->sources.push_back(std::move(srcs));
-    compiled->targets.push_back(std::move(target).value());
-    rs.fusions_.push_back(std::move(f));
-  }
-  for (size_t i = 0; i < rs.fusions_.size(); ++i) {
-    const FusionRule& f = rs.fusions_[i];
-    if (f.scale_of.empty()) continue;
-    Reader r(fusions[i], RulePath("fusions", i, f.name), what);
-    const FusionRule* of = nullptr;
-    for (const auto& g : rs.fusions_) {
-      if (g.name == f.scale_of) of = &g;
-    }
-    if (!of || of == &f) return r.Error("scale_of", "names no other fusion (\"" + f.scale_of + "\")");
-    if (!of->scale_of.empty()) return r.Error("scale_of", "\"" + f.scale_of + "\" is itself a scale fusion");
-    if (of->sources.size() != f.sources.size() || of->concat_dim != f.concat_dim || of->transpose != f.transpose) {
-      return r.Error("scale_of", "scales must be fused like their weights (same source count, concat_dim, transpose)");
     }
   }
 
-  MOEPACK_ASSIGN_OR_RETURN(auto transposes, list("transposes"));
-  for (size_t i = 0; i < transposes.size(); ++i) {
-    Reader r0(transposes[i], RulePath("transposes", i, NameOf(transposes[i])), what);
-    MOEPACK_RETURN_IF_ERROR(r0.CheckKeys({"name", "pattern", "hub_shape", "v5_shape"}));
-    TransposeRule t;
-    MOEPACK_ASSIGN_OR_RETURN(t.name, r0.String("name", true));
-    Reader r(transposes[i], RulePath("transposes", i, t.name), what);
-    MOEPACK_ASSIGN_OR_RETURN(t.pattern, r.String("pattern", true));
-    MOEPACK_ASSIGN_OR_RETURN(t.hub_shape, r.Strings("hub_shape", true));
-    MOEPACK_ASSIGN_OR_RETURN(t.v5_shape, r.Strings("v5_shape", true));
-    auto pat = NameTemplate::Parse(t.pattern);
-    if (!pat.ok()) return r.Error("pattern", pat.status().message());
-    if (pat->has_expert()) return r.Error("pattern", "must not contain {expert}: transposes apply to fused tensors");
-    if (targets.count(t.pattern) || sources.count(t.pattern)) {
-      return r.Error("pattern", "\"" + t.pattern + "\" is also a fusion name");
+  Status ScalePairs() {
+    const size_t n = rs_.fusions_.size();
+    rs_.weight_of_.assign(n, -1);
+    rs_.scales_of_.assign(n, -1);
+    for (size_t i = 0; i < n; ++i) {
+      FusionRule& f = rs_.fusions_[i];
+      if (f.scale_of.empty()) continue;
+      Reader r(fusions_[i], RulePath("fusions", i, f.name), what_);
+      int w = -1;
+      for (size_t g = 0; g < n; ++g) {
+        if (rs_.fusions_[g].name == f.scale_of) w = static_cast<int>(g);
+      }
+      if (w < 0 || w == static_cast<int>(i)) return r.Error("scale_of", "names no other fusion (\"" + f.scale_of + "\")");
+      const FusionRule& of = rs_.fusions_[w];
+      if (!of.scale_of.empty()) return r.Error("scale_of", "\"" + f.scale_of + "\" is itself a scale fusion");
+      if (of.sources.size() != f.sources.size() || of.concat_dim != f.concat_dim || of.transpose != f.transpose) {
+        return r.Error("scale_of", "scales must be fused like their weights (same source count, concat_dim, transpose)");
+      }
+      if (rs_.scales_of_[w] >= 0) return r.Error("scale_of", "\"" + f.scale_of + "\" already has scales");
+      if (f.role != ExpertRole::kNone && (f.role != of.role || f.tp_dim != of.tp_dim)) {
+        return r.Error("role", "scales take the role and tp_dim of their weights; leave them out");
+      }
+      f.role = of.role;
+      f.tp_dim = of.tp_dim;
+      rs_.weight_of_[i] = w;
+      rs_.scales_of_[w] = static_cast<int>(i);
     }
-    if (t.hub_shape.size() != 3 || t.v5_shape.size() != 3) {
-      return r.Error("hub_shape", "transposed tensors are 3-D [E, a, b]");
+    return Status::OK();
+  }
+
+  Status Transposes() {
+    MOEPACK_ASSIGN_OR_RETURN(auto transposes, List("transposes"));
+    for (size_t i = 0; i < transposes.size(); ++i) {
+      Reader r0(transposes[i], RulePath("transposes", i, NameOf(transposes[i])), what_);
+      MOEPACK_RETURN_IF_ERROR(r0.CheckKeys({"name", "pattern", "hub_shape", "v5_shape", "role", "tp_dim"}));
+      TransposeRule t;
+      MOEPACK_ASSIGN_OR_RETURN(t.name, r0.String("name", true));
+      Reader r(transposes[i], RulePath("transposes", i, t.name), what_);
+      MOEPACK_ASSIGN_OR_RETURN(t.pattern, r.String("pattern", true));
+      MOEPACK_ASSIGN_OR_RETURN(t.hub_shape, r.Strings("hub_shape", true));
+      MOEPACK_ASSIGN_OR_RETURN(t.v5_shape, r.Strings("v5_shape", true));
+      MOEPACK_RETURN_IF_ERROR(Role(r, &t.role, &t.tp_dim));
+      auto pat = NameTemplate::Parse(t.pattern);
+      if (!pat.ok()) return r.Error("pattern", pat.status().message());
+      if (pat->has_expert()) return r.Error("pattern", "must not contain {expert}: transposes apply to fused tensors");
+      if (targets_.count(t.pattern) || sources_.count(t.pattern)) {
+        return r.Error("pattern", "\"" + t.pattern + "\" is also a fusion name");
+      }
+      if (t.hub_shape.size() != 3 || t.v5_shape.size() != 3) {
+        return r.Error("hub_shape", "transposed tensors are 3-D [E, a, b]");
+      }
+      if (t.hub_shape[0] != "E" || t.v5_shape[0] != "E" || t.hub_shape[1] != t.v5_shape[2] ||
+          t.hub_shape[2] != t.v5_shape[1]) {
+        return r.Error("v5_shape", "must be hub_shape with its last two dims swapped, both starting with E");
+      }
+      for (const auto& shape : {t.hub_shape, t.v5_shape}) {
+        MOEPACK_RETURN_IF_ERROR(CheckShapeExpr(r, "hub_shape", shape, symbols_));
+      }
+      compiled_->transposes.push_back(std::move(pat).value());
+      rs_.transposes_.push_back(std::move(t));
     }
-    if (t.hub_shape[0] != "E" || t.v5_shape[0] != "E" || t.hub_shape[1] != t.v5_shape[2] ||
-        t.hub_shape[2] != t.v5_shape[1]) {
-      return r.Error("v5_shape", "must be hub_shape with its last two dims swapped, both starting with E");
+    return Status::OK();
+  }
+
+  Status Whole() const {
+    if (rs_.fusions_.empty() && rs_.transposes_.empty() && rs_.renames_.empty()) {
+      return top_.Error("", "no renames, fusions or transposes: nothing to convert");
     }
-    for (const auto& shape : {t.hub_shape, t.v5_shape}) MOEPACK_RETURN_IF_ERROR(CheckShapeExpr(r, "hub_shape", shape, symbols));
-    compiled->transposes.push_back(std::move(pat).value());
-    rs.transposes_.push_back(std::move(t));
+    if (!rs_.fusions_.empty() && rs_.num_experts_.empty() && rs_.groups_.empty()) {
+      return top_.Error("num_experts", "fusions need the config field that gives the expert count");
+    }
+    return Status::OK();
   }
-  if (rs.fusions_.empty() && rs.transposes_.empty() && rs.renames_.empty()) {
-    return top.Error("", "no renames, fusions or transposes: nothing to convert");
-  }
-  if (!rs.fusions_.empty() && rs.num_experts_.empty() && rs.groups_.empty()) {
-    return top.Error("num_experts", "fusions need the config field that gives the expert count");
-  }
-  rs.compiled_ = std::move(compiled);
-  return rs;
+
+  const json root_;
+  const std::string what_;
+  const Reader top_;
+  RuleSet rs_;
+  std::shared_ptr<Compiled> compiled_ = std::make_shared<Compiled>();
+  std::set<std::string> symbols_, fusion_names_, targets_, sources_;
+  std::vector<json> fusions_;
+};
+
+Result<RuleSet> RuleSet::Parse(std::string_view text, const std::string& what) {
+  MOEPACK_ASSIGN_OR_RETURN(json root, internal::ParseJsonStrict(text, what));
+  return Parser(std::move(root), what).Run();
 }
 
 std::string RuleSet::Rename(std::string_view name, Direction d) const {
@@ -495,63 +597,24 @@ bool RuleSet::ResolveShape(const ModelConfig& config, const std::vector<std::str
   return true;
 }
 
-std::vector<uint64_t> FusedShape(const FusionRule& f, uint64_t num_experts, const std::vector<uint64_t>& piece) {
-  const uint64_t K = f.sources.size();
-  if (f.transpose) return {num_experts, piece[1] * K, piece[0]};
-  std::vector<uint64_t> out = {num_experts};
-  out.insert(out.end(), piece.begin(), piece.end());
-  out[f.concat_dim] *= K;
-  return out;
+std::optional<uint64_t> RuleSet::BlockOf(const ModelConfig& config, int f, int source_dim,
+                                         std::string_view prefix) const {
+  const auto& shape = fusions_[f].source_shape;
+  if (source_dim < 0 || static_cast<size_t>(source_dim) >= shape.size()) return std::nullopt;
+  const std::string& e = shape[source_dim];
+  const size_t slash = e.find('/');
+  if (slash == std::string::npos) return std::nullopt;
+  return EvalDim(config, e.substr(slash + 1), 0, prefix, nullptr, nullptr);
 }
 
-namespace {
-std::string ExprString(const std::vector<std::string>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + shape[i];
-  return s + "]";
-}
-}  // namespace
-
-Status RuleSet::CheckSourceShape(const ModelConfig& config, int fusion, std::string_view prefix,
-                                 const std::vector<uint64_t>& piece, const std::string& what) const {
-  const FusionRule& f = fusions_[fusion];
-  std::vector<uint64_t> want;
-  std::string given;
-  if (f.source_shape.empty() || !ResolveShape(config, f.source_shape, 0, prefix, &want, &given) || piece == want) {
-    return Status::OK();
+std::string_view RoleName(ExpertRole r) {
+  switch (r) {
+    case ExpertRole::kGateUp: return "gate_up";
+    case ExpertRole::kUp: return "up";
+    case ExpertRole::kDown: return "down";
+    case ExpertRole::kNone: break;
   }
-  return Status::Corrupt(what + " has shape " + internal::ShapeString(piece) + " but config.json (" + given +
-                         ") gives " + ExprString(f.source_shape) + " = " + internal::ShapeString(want) +
-                         " per expert (fusion \"" + f.name + "\")");
-}
-
-Status RuleSet::CheckFusedShape(const ModelConfig& config, int fusion, std::string_view prefix, int64_t num_experts,
-                                const std::vector<uint64_t>& fused, const std::string& what) const {
-  const FusionRule& f = fusions_[fusion];
-  std::vector<uint64_t> piece;
-  std::string given;
-  if (f.source_shape.empty() || !ResolveShape(config, f.source_shape, num_experts, prefix, &piece, &given)) {
-    return Status::OK();
-  }
-  const std::vector<uint64_t> want = FusedShape(f, static_cast<uint64_t>(num_experts), piece);
-  // The same layout in symbols, for the message: [E, 2*I, H].
-  const std::string k = std::to_string(f.sources.size());
-  std::vector<std::string> expr = {"E"};
-  if (f.transpose) {
-    expr.push_back(f.sources.size() > 1 ? k + "*" + f.source_shape[1] : f.source_shape[1]);
-    expr.push_back(f.source_shape[0]);
-  } else {
-    expr.insert(expr.end(), f.source_shape.begin(), f.source_shape.end());
-    if (f.sources.size() > 1) {
-      std::string& d = expr[f.concat_dim];
-      d = d.find_first_of("*/") == std::string::npos ? k + "*" + d : k + "*(" + d + ")";
-    }
-  }
-  given = "E=" + std::to_string(num_experts) + ", " + given;
-  if (fused == want) return Status::OK();
-  return Status::Corrupt(what + " has shape " + internal::ShapeString(fused) + " but config.json (" + given +
-                         ") gives the fused layout " + ExprString(expr) + " = " + internal::ShapeString(want) +
-                         " (fusion \"" + f.name + "\"); a transposed or foreign layout is not converted");
+  return "";
 }
 
 }  // namespace moepack

@@ -3,12 +3,7 @@
 namespace moepack {
 
 Result<RuleSet> ChooseRules(const Checkpoint& src, const std::string& model_type, const std::string& rules_file) {
-  if (!rules_file.empty()) return LoadRuleFile(rules_file);
-  if (!model_type.empty()) return BuiltinRules(model_type);
-  if (!src.config()) {
-    return Status::InvalidArgument(src.dir() + ": no config.json to tell the model type (pass --model-type or --rules)");
-  }
-  return RulesForConfig(*src.config());
+  return ChooseRules(src.config() ? &*src.config() : nullptr, src.dir(), model_type, rules_file);
 }
 
 Result<ConvertResult> Convert(const std::string& src, const std::string& dst, const ConvertOptions& options) {

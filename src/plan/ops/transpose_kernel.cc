@@ -1,4 +1,4 @@
-#include "exec/transpose.h"
+#include "plan/ops/transpose_kernel.h"
 
 #include <algorithm>
 #include <cstring>

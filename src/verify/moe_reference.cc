@@ -1,4 +1,4 @@
-#include "exec/moe_reference.h"
+#include "verify/moe_reference.h"
 
 #include <algorithm>
 #include <cmath>

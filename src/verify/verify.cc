@@ -16,13 +16,15 @@
 #include <set>
 #include <thread>
 
-#include "exec/moe_reference.h"
-#include "exec/transpose.h"
 #include "format/decode.h"
 #include "moepack/convert.h"
-#include "plan/slicing.h"
+#include "moepack/natural_order.h"
+#include "plan/ops/fusion_op.h"
+#include "plan/ops/transpose_kernel.h"
+#include "plan/ops/transpose_op.h"
 #include "util/file.h"
 #include "util/strings.h"
+#include "verify/moe_reference.h"
 
 namespace moepack {
 namespace {
@@ -35,9 +37,8 @@ struct Piece {
   DType dtype = DType::U8;
   std::vector<uint64_t> shape;
   uint32_t file = 0;
-  std::vector<std::pair<uint64_t, uint64_t>> ranges;  // absolute offset, length
-  uint64_t rows = 0, cols = 0;                        // >0: transpose [rows, cols] before hashing
-  uint32_t elem_bytes = 0;
+  uint64_t begin = 0;  // absolute offset of the tensor it is cut from
+  ops::Pieces geometry;  // that tensor's bytes -> the piece's canonical bytes
   XXH128_hash_t hash{};
 };
 
@@ -68,80 +69,43 @@ class Cutter {
   Status CutTensor(const std::string& name, const TensorInfo& t, uint32_t file, uint64_t begin,
                    std::vector<Piece>& out) {
     const std::string v5 = rules_.Rename(name, Direction::kToFused);
+    auto piece = [&](std::string key, std::string where, std::vector<uint64_t> shape, ops::Pieces geometry) {
+      out.push_back(Piece{std::move(key), std::move(where), t.dtype, std::move(shape), file, begin,
+                          std::move(geometry), {}});
+    };
     if (auto m = rules_.MatchTarget(v5); m && !rules_.MatchSource(v5)) {
       const FusionRule& f = rules_.fusions()[m->fusion];
-      const uint64_t K = f.sources.size();
-      if (t.shape.size() < 2) return Status::Corrupt("'" + name + "' is not a fused tensor");
-      std::vector<uint64_t> per(t.shape.begin() + 1, t.shape.end());
-      const size_t axis = f.transpose ? 0 : static_cast<size_t>(f.concat_dim - 1);
-      if (axis >= per.size() || per[axis] % K) return Status::Corrupt("'" + name + "' cannot be split by its rule");
-      per[axis] /= K;
-      std::vector<uint64_t> piece_shape = f.transpose ? std::vector<uint64_t>{per[1], per[0]} : per;
-      MOEPACK_ASSIGN_OR_RETURN(auto geo, internal::Geometry(f.transpose ? piece_shape : per, t.dtype, K,
-                                                            f.transpose ? 0 : static_cast<int>(axis)));
-      if (t.shape[0] > internal::kMaxSplitPieces / K) {
-        return Status::Corrupt("'" + name + "': " + std::to_string(t.shape[0]) + " experts are too many to cut");
-      }
-      for (uint64_t j = 0; j < t.shape[0]; ++j) {
-        for (uint64_t k = 0; k < K; ++k) {
-          Piece p;
-          p.key = rules_.SourceName(m->fusion, static_cast<int>(k), m->prefix, static_cast<int64_t>(j));
-          p.where = "'" + name + "' expert " + std::to_string(j) + " (" + f.sources[k].substr(f.sources[k].rfind('}') + 2) + ")";
-          p.dtype = t.dtype;
-          p.shape = piece_shape;
-          p.file = file;
-          for (uint64_t o = 0; o < geo.outer; ++o) p.ranges.push_back({begin + geo.Offset(j, k, o), geo.chunk_bytes});
-          if (f.transpose) {
-            p.rows = per[0];
-            p.cols = per[1];
-            p.elem_bytes = DTypeBits(t.dtype) / 8;
-          }
-          out.push_back(std::move(p));
+      auto op = ops::FusionOp::FromFused(f, t.dtype, t.shape);
+      if (!op.ok()) return op.status().WithPrefix("'" + name + "'");
+      for (uint64_t j = 0; j < op->experts(); ++j) {
+        for (uint64_t k = 0; k < op->sources(); ++k) {
+          piece(rules_.SourceName(m->fusion, static_cast<int>(k), m->prefix, static_cast<int64_t>(j)),
+                "'" + name + "' expert " + std::to_string(j) + " (" + f.sources[k].substr(f.sources[k].rfind('}') + 2) +
+                    ")",
+                op->source_shape(), op->SourceInFused(j, k).Inverse());
         }
       }
       return Status::OK();
     }
     if (auto m = rules_.MatchTranspose(v5); m && t.shape.size() == 3 && c_.config()) {
-      const TransposeRule& r = rules_.transposes()[m->rule];
-      MOEPACK_ASSIGN_OR_RETURN(int64_t E, rules_.NumExperts(*c_.config(), m->prefix));
-      MOEPACK_ASSIGN_OR_RETURN(auto hub, rules_.EvalShape(*c_.config(), r.hub_shape, E, m->prefix));
-      MOEPACK_ASSIGN_OR_RETURN(auto v5s, rules_.EvalShape(*c_.config(), r.v5_shape, E, m->prefix));
-      bool is_hub = t.shape == hub;
-      if (is_hub && t.shape == v5s) {
-        if (layout_ == SourceLayout::kUnspecified) {
-          return Status::InvalidArgument("'" + name + "': shape fits both the Hub and the v5 layout; pass --source-layout");
-        }
-        is_hub = layout_ == SourceLayout::kHub;
+      // Hashed per expert in v5's orientation, whichever layout holds it.
+      MOEPACK_ASSIGN_OR_RETURN(ops::TransposeOp op,
+                               ops::TransposeOp::Make(rules_, m->rule, *c_.config(), m->prefix, name, t.dtype, t.shape,
+                                                      layout_, ops::Orientation::kV5));
+      if (op.experts() > ops::kMaxSplitPieces) {
+        return Status::Corrupt("'" + name + "': " + std::to_string(op.experts()) + " experts are too many to cut");
       }
-      if (t.shape[0] > internal::kMaxSplitPieces) {
-        return Status::Corrupt("'" + name + "': " + std::to_string(t.shape[0]) + " experts are too many to cut");
-      }
-      const uint64_t slice = t.nbytes() / std::max<uint64_t>(1, t.shape[0]);
-      for (uint64_t j = 0; j < t.shape[0]; ++j) {
-        Piece p;
-        p.key = v5 + "#" + std::to_string(j);
-        p.where = "'" + name + "' expert " + std::to_string(j);
-        p.dtype = t.dtype;
-        p.shape = {v5s[1], v5s[2]};
-        p.file = file;
-        p.ranges.push_back({begin + j * slice, slice});
-        if (is_hub) {
-          p.rows = t.shape[1];
-          p.cols = t.shape[2];
-          p.elem_bytes = DTypeBits(t.dtype) / 8;
-        }
-        out.push_back(std::move(p));
+      const uint64_t slice = t.nbytes() / std::max<uint64_t>(1, op.experts());
+      const std::vector<uint64_t> shape(op.output_shape().begin() + 1, op.output_shape().end());
+      for (uint64_t j = 0; j < op.experts(); ++j) {
+        piece(v5 + "#" + std::to_string(j), "'" + name + "' expert " + std::to_string(j), shape,
+              op.Expert(j).ShiftDst(-static_cast<int64_t>(j * slice)));
       }
       return Status::OK();
     }
-    Piece p;
-    p.key = v5;
-    p.where = "'" + name + "'";
-    p.dtype = t.dtype;
-    p.shape = t.shape;
-    p.file = file;
-    p.ranges.push_back({begin, t.nbytes()});
-    out.push_back(std::move(p));
+    ops::Pieces whole;
+    if (t.nbytes()) whole.runs.push_back(ops::Run{0, 0, t.nbytes()});
+    piece(v5, "'" + name + "'", t.shape, std::move(whole));
     return Status::OK();
   }
 
@@ -150,27 +114,37 @@ class Cutter {
   SourceLayout layout_;
 };
 
+// A piece's canonical bytes in memory; for expert-sized pieces only.
+Status ReadPiece(const std::vector<File>& files, const Piece& p, std::vector<char>& out, std::vector<char>& in) {
+  const File& f = files[p.file];
+  out.resize(p.geometry.bytes());
+  for (const ops::Run& r : p.geometry.runs) MOEPACK_RETURN_IF_ERROR(f.ReadAt(p.begin + r.src, out.data() + r.dst, r.length));
+  for (const ops::Block& b : p.geometry.blocks) {
+    in.resize(b.bytes());
+    MOEPACK_RETURN_IF_ERROR(f.ReadAt(p.begin + b.src, in.data(), b.bytes()));
+    internal::Transpose(in.data(), out.data() + b.dst, b.rows, b.cols, b.elem_bytes);
+  }
+  return Status::OK();
+}
+
 Status HashPiece(const std::vector<File>& files, Piece& p, std::vector<char>& buf, std::vector<char>& tbuf,
                  uint64_t& bytes) {
   XXH3_state_t* st = XXH3_createState();
   XXH3_128bits_reset(st);
   Status status;
-  if (p.rows) {
-    const uint64_t n = p.rows * p.cols * p.elem_bytes;
-    buf.resize(n);
-    tbuf.resize(n);
-    status = files[p.file].ReadAt(p.ranges[0].first, buf.data(), n);
+  if (!p.geometry.blocks.empty()) {
+    status = ReadPiece(files, p, tbuf, buf);
     if (status.ok()) {
-      internal::Transpose(buf.data(), tbuf.data(), p.rows, p.cols, p.elem_bytes);
-      XXH3_128bits_update(st, tbuf.data(), n);
-      bytes += n;
+      XXH3_128bits_update(st, tbuf.data(), tbuf.size());
+      bytes += tbuf.size();
     }
   } else {
+    // Runs in output order: the piece streams through a bounded buffer.
     buf.resize(4 << 20);
-    for (const auto& [off, len] : p.ranges) {
-      for (uint64_t done = 0; done < len && status.ok();) {
-        const uint64_t n = std::min<uint64_t>(buf.size(), len - done);
-        status = files[p.file].ReadAt(off + done, buf.data(), n);
+    for (const ops::Run& r : p.geometry.runs) {
+      for (uint64_t done = 0; done < r.length && status.ok();) {
+        const uint64_t n = std::min<uint64_t>(buf.size(), r.length - done);
+        status = files[p.file].ReadAt(p.begin + r.src + done, buf.data(), n);
         XXH3_128bits_update(st, buf.data(), n);
         done += n;
         bytes += n;
@@ -228,31 +202,13 @@ std::string CompareNames(const Plan& plan, const Checkpoint& dst) {
 }
 
 
-// A piece's canonical bytes in memory; for expert-sized pieces only.
-Status ReadPiece(const std::vector<File>& files, const Piece& p, std::vector<char>& out) {
-  uint64_t n = 0;
-  for (const auto& r : p.ranges) n += r.second;
-  std::vector<char> raw(n);
-  uint64_t at = 0;
-  for (const auto& [off, len] : p.ranges) {
-    MOEPACK_RETURN_IF_ERROR(files[p.file].ReadAt(off, raw.data() + at, len));
-    at += len;
-  }
-  if (!p.rows) {
-    out = std::move(raw);
-    return Status::OK();
-  }
-  out.resize(n);
-  internal::Transpose(raw.data(), out.data(), p.rows, p.cols, p.elem_bytes);
-  return Status::OK();
-}
-
+// The values of piece `key`; an empty vector when the side lacks it.
 Result<std::vector<float>> PieceFloats(const Side& side, const std::map<std::string, const Piece*>& index,
-                                       const std::string& key, const char* which) {
+                                       const std::string& key) {
   auto it = index.find(key);
-  if (it == index.end()) return Status::Mismatch(std::string(which) + " lacks '" + key + "'");
-  std::vector<char> bytes;
-  MOEPACK_RETURN_IF_ERROR(ReadPiece(side.files, *it->second, bytes));
+  if (it == index.end()) return std::vector<float>{};
+  std::vector<char> bytes, scratch;
+  MOEPACK_RETURN_IF_ERROR(ReadPiece(side.files, *it->second, bytes, scratch));
   auto n = NumElements(it->second->shape);
   return internal::DecodeToFloat(it->second->dtype, bytes.data(), n.value_or(0));
 }
@@ -266,10 +222,14 @@ struct LayerKeys {
 
 std::map<std::string, LayerKeys> FindLayers(const Side& side, const RuleSet& rules) {
   std::map<std::string, LayerKeys> layers;
+  // The reference layer takes gate and up from one fusion of two sources
+  // and down from one of a single source; scales have their weights' role.
   int gu = -1, dn = -1;
   for (size_t f = 0; f < rules.fusions().size(); ++f) {
-    if (rules.fusions()[f].name == "gate_up_proj" && rules.fusions()[f].sources.size() == 2) gu = static_cast<int>(f);
-    if (rules.fusions()[f].name == "down_proj" && rules.fusions()[f].sources.size() == 1) dn = static_cast<int>(f);
+    const FusionRule& r = rules.fusions()[f];
+    if (rules.WeightOf(static_cast<int>(f)) >= 0) continue;
+    if (r.role == ExpertRole::kGateUp && r.sources.size() == 2) gu = static_cast<int>(f);
+    if (r.role == ExpertRole::kDown && r.sources.size() == 1) dn = static_cast<int>(f);
   }
   for (const Piece& p : side.pieces) {
     if (auto hash = p.key.rfind('#'); hash != std::string::npos) {
@@ -278,13 +238,13 @@ std::map<std::string, LayerKeys> FindLayers(const Side& side, const RuleSet& rul
       const std::string id = p.key.substr(hash + 1);
       if (id.empty() || id.size() > 7 || id.find_first_not_of("0123456789") != std::string::npos) continue;
       const uint64_t j = std::stoull(id);
-      if (j >= internal::kMaxSplitPieces) continue;  // Cutter makes no more
+      if (j >= ops::kMaxSplitPieces) continue;  // Cutter makes no more
       auto m = rules.MatchTranspose(p.key.substr(0, hash));
       if (!m) continue;
-      const std::string& rule = rules.transposes()[m->rule].name;
+      const ExpertRole role = rules.transposes()[m->rule].role;
+      if (role != ExpertRole::kGateUp && role != ExpertRole::kDown) continue;
       auto& l = layers[m->prefix];
-      if (rule == "gate_up_proj") l.fused[j][0] = p.key;
-      if (rule == "down_proj") l.fused[j][1] = p.key;
+      l.fused[j][role == ExpertRole::kGateUp ? 0 : 1] = p.key;
       l.experts = std::max(l.experts, j + 1);
       continue;
     }
@@ -301,7 +261,10 @@ std::map<std::string, LayerKeys> FindLayers(const Side& side, const RuleSet& rul
 
 // Runs the reference MoE layer with SRC's and DST's experts on the same
 // seeded tokens and router; a pure relayout must give identical outputs.
-Result<std::vector<ForwardCheck>> RunForward(const Side& a, const Side& b, const RuleSet& rules) {
+// A difference is the report's problem; a Status error means a file could
+// not be read.
+Result<std::vector<ForwardCheck>> RunForward(const Side& a, const Side& b, const RuleSet& rules,
+                                             std::string* problem) {
   std::map<std::string, const Piece*> ia, ib;
   for (const Piece& p : a.pieces) ia[p.key] = &p;
   for (const Piece& p : b.pieces) ib[p.key] = &p;
@@ -338,18 +301,21 @@ Result<std::vector<ForwardCheck>> RunForward(const Side& a, const Side& b, const
         const char* which = side ? "DST" : "SRC";
         std::vector<float> gate, up, down;
         if (fused) {
-          MOEPACK_ASSIGN_OR_RETURN(auto gu, PieceFloats(s, idx, l.fused[e][0], which));
-          MOEPACK_ASSIGN_OR_RETURN(down, PieceFloats(s, idx, l.fused[e][1], which));
-          gate.assign(gu.begin(), gu.begin() + I * H);
-          up.assign(gu.begin() + I * H, gu.end());
+          MOEPACK_ASSIGN_OR_RETURN(auto gu, PieceFloats(s, idx, l.fused[e][0]));
+          MOEPACK_ASSIGN_OR_RETURN(down, PieceFloats(s, idx, l.fused[e][1]));
+          if (gu.size() == 2 * I * H) {
+            gate.assign(gu.begin(), gu.begin() + I * H);
+            up.assign(gu.begin() + I * H, gu.end());
+          }
         } else {
-          MOEPACK_ASSIGN_OR_RETURN(gate, PieceFloats(s, idx, l.gate_up_down[e][0], which));
-          MOEPACK_ASSIGN_OR_RETURN(up, PieceFloats(s, idx, l.gate_up_down[e][1], which));
-          MOEPACK_ASSIGN_OR_RETURN(down, PieceFloats(s, idx, l.gate_up_down[e][2], which));
+          MOEPACK_ASSIGN_OR_RETURN(gate, PieceFloats(s, idx, l.gate_up_down[e][0]));
+          MOEPACK_ASSIGN_OR_RETURN(up, PieceFloats(s, idx, l.gate_up_down[e][1]));
+          MOEPACK_ASSIGN_OR_RETURN(down, PieceFloats(s, idx, l.gate_up_down[e][2]));
         }
         if (gate.size() != I * H || up.size() != I * H || down.size() != H * I) {
-          return Status::Mismatch(which + std::string(": expert ") + std::to_string(e) + " of " + prefix +
-                                  " has unexpected shapes");
+          *problem = std::string(which) + ": expert " + std::to_string(e) + " of " + prefix +
+                     " lacks a projection or has unexpected shapes";
+          return out;
         }
         internal::AddExpert(routes, e, gate, up, down, x, H, I, side ? yb : ya);
       }
@@ -449,7 +415,8 @@ Result<VerifyReport> Verify(const std::string& src_path, const std::string& dst_
     }
   }
   if (options.forward) {
-    MOEPACK_ASSIGN_OR_RETURN(report.forward, RunForward(a, b, rules));
+    MOEPACK_ASSIGN_OR_RETURN(report.forward, RunForward(a, b, rules, &report.problem));
+    if (!report.problem.empty()) return report;
     for (const auto& f : report.forward) {
       if (f.max_abs_diff != 0.0) {
         report.problem = "forward check: layer " + f.layer + " differs by " + std::to_string(f.max_abs_diff);

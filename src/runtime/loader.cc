@@ -16,81 +16,20 @@
 #include <optional>
 #include <unordered_map>
 
-#include <nlohmann/json.hpp>
-
-#include "exec/transpose.h"
 #include "moepack/checkpoint.h"
 #include "moepack/convert.h"
+#include "plan/ops/rank_slice.h"
+#include "plan/ops/transpose_kernel.h"
 #include "util/file.h"
+#include "util/strings.h"
 
 namespace moepack {
 namespace {
 
 using internal::File;
-using Intervals = std::vector<std::pair<uint64_t, uint64_t>>;
 
-std::string ShapeStr(const std::vector<uint64_t>& s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
-
-uint64_t Total(const Intervals& v) {
-  uint64_t n = 0;
-  for (const auto& [a, b] : v) n += b - a;
-  return n;
-}
-
-// Which fused expert tensor a name is, from the rules.
-struct Role {
-  enum Kind { kNone, kGateUp, kDown, kOther } kind = kNone;
-  bool scale = false;
-  std::string rule;    // the fusion or transpose rule
-  std::string weight;  // for a scale: the name of the weight it scales
-};
-
-Role Classify(const RuleSet& rules, const std::string& name) {
-  Role r;
-  std::string role;
-  if (auto m = rules.MatchTarget(name); m && !rules.MatchSource(name)) {
-    const FusionRule& f = rules.fusions()[m->fusion];
-    r.rule = f.name;
-    role = f.name;
-    if (!f.scale_of.empty()) {
-      r.scale = true;
-      role = f.scale_of;
-      for (size_t g = 0; g < rules.fusions().size(); ++g) {
-        if (rules.fusions()[g].name == f.scale_of) r.weight = rules.TargetName(static_cast<int>(g), m->prefix);
-      }
-    }
-  } else if (auto t = rules.MatchTranspose(name)) {
-    r.rule = rules.transposes()[t->rule].name;
-    role = r.rule;
-  } else {
-    return r;
-  }
-  r.kind = role == "gate_up_proj" ? Role::kGateUp : role == "down_proj" ? Role::kDown : Role::kOther;
-  return r;
-}
-
-// quantization_config.weight_block_size of config.json (top level or
-// text_config), else the 128x128 blocks of DeepSeek-V3 and the *-FP8 models.
-std::pair<uint64_t, uint64_t> BlockSize(const std::optional<ModelConfig>& config) {
-  std::pair<uint64_t, uint64_t> bs{128, 128};
-  if (!config) return bs;
-  nlohmann::json j = nlohmann::json::parse(config->text(), nullptr, /*allow_exceptions=*/false);
-  for (const nlohmann::json* c : {&j, j.is_object() && j.contains("text_config") ? &j["text_config"] : nullptr}) {
-    if (!c || !c->is_object() || !c->contains("quantization_config")) continue;
-    const auto& q = (*c)["quantization_config"];
-    if (!q.is_object() || !q.contains("weight_block_size")) continue;
-    const auto& w = q["weight_block_size"];
-    if (w.is_array() && w.size() == 2 && w[0].is_number_unsigned() && w[1].is_number_unsigned() &&
-        w[0].get<uint64_t>() > 0 && w[1].get<uint64_t>() > 0) {
-      return {w[0].get<uint64_t>(), w[1].get<uint64_t>()};
-    }
-  }
-  return bs;
-}
+using ops::Intervals;
+using ops::Total;
 
 // Coalesces reads. A read that continues the previous one in the file and
 // in memory extends it; one that starts at most `max_gap` bytes after the
@@ -192,7 +131,7 @@ struct Loader::State {
 std::vector<Run> Loader::State::Runs(size_t i) const {
   const LoadTensor& t = tensors[i];
   std::vector<Run> runs;
-  if (t.split == "whole") {
+  if (t.split == Split::kWhole) {
     if (t.nbytes) runs.push_back(Run{0, t.nbytes, 0});
     return runs;
   }
@@ -232,7 +171,7 @@ Status Loader::State::ReadTransposed(size_t i, const TransposeBlock& b, uint8_t*
   const uint64_t eb = b.elem_bytes;
   const uint64_t block_bytes = b.rows * b.cols * eb;
   std::vector<uint8_t> in(block_bytes), out(block_bytes);
-  if (t.split == "whole") {
+  if (t.split == Split::kWhole) {
     MOEPACK_RETURN_IF_ERROR(reader.Add(b.src_file, b.src_offset, in.data(), block_bytes));
     MOEPACK_RETURN_IF_ERROR(reader.Flush());
     internal::Transpose(in.data(), dst + b.dst_offset, b.rows, b.cols, static_cast<uint32_t>(eb));
@@ -351,7 +290,123 @@ Plan RawPlan(const Checkpoint& ckpt) {
   return plan;
 }
 
+// What a parallel load cuts, named for LoadTensor::split.
+Split SplitOf(const ParallelSpec& p) {
+  if (p.ep_size > 1 && p.tp_size > 1) return Split::kExpertsAndTensorParallel;
+  return p.ep_size > 1 ? Split::kExperts : Split::kTensorParallel;
+}
+
 }  // namespace
+
+std::string_view SplitName(Split s) {
+  switch (s) {
+    case Split::kWhole: return "whole";
+    case Split::kExperts: return "experts";
+    case Split::kTensorParallel: return "tp";
+    case Split::kExpertsAndTensorParallel: return "experts+tp";
+  }
+  return "";
+}
+
+// Open in steps: the plan, the source files, the reading order, then each
+// tensor's part for the rank.
+class Loader::Opener {
+ public:
+  Opener(const Checkpoint& ckpt, const LoadOptions& options) : ckpt_(ckpt), options_(options) {}
+
+  Result<std::unique_ptr<State>> Run() {
+    s_ = std::make_unique<State>();
+    s_->max_gap = options_.max_gap;
+    MOEPACK_RETURN_IF_ERROR(MakePlan());
+    for (const std::string& p : s_->plan.src_files) {
+      MOEPACK_ASSIGN_OR_RETURN(File f, File::OpenRead(p));
+      s_->files.push_back(std::move(f));
+    }
+    ReadingOrder();
+    MOEPACK_RETURN_IF_ERROR(Slice());
+    return std::move(s_);
+  }
+
+ private:
+  Status MakePlan() {
+    if (options_.raw) {
+      s_->plan = RawPlan(ckpt_);
+      return Status::OK();
+    }
+    MOEPACK_ASSIGN_OR_RETURN(RuleSet r, ChooseRules(ckpt_, options_.model_type, options_.rules_file));
+    PlanOptions po;
+    po.direction = options_.direction;
+    po.max_shard_size = std::numeric_limits<uint64_t>::max();
+    po.source_layout = options_.source_layout;
+    MOEPACK_ASSIGN_OR_RETURN(s_->plan, moepack::MakePlan(ckpt_, r, po));
+    s_->family = r.family();
+    rules_ = std::move(r);
+    return Status::OK();
+  }
+
+  // By where each tensor's bytes start in the source.
+  void ReadingOrder() {
+    const auto& pts = s_->plan.tensors;
+    std::vector<std::pair<uint32_t, uint64_t>> first(pts.size());
+    for (size_t k = 0; k < pts.size(); ++k) {
+      auto& f = first[k];
+      f = {std::numeric_limits<uint32_t>::max(), 0};
+      for (const CopyRange& c : pts[k].copies) f = std::min(f, std::make_pair(c.src_file, c.src_offset));
+      for (const TransposeBlock& b : pts[k].transposes) f = std::min(f, std::make_pair(b.src_file, b.src_offset));
+    }
+    s_->plan_index.resize(pts.size());
+    std::iota(s_->plan_index.begin(), s_->plan_index.end(), 0u);
+    std::stable_sort(s_->plan_index.begin(), s_->plan_index.end(),
+                     [&](uint32_t a, uint32_t b) { return first[a] < first[b]; });
+  }
+
+  Status Slice() {
+    const ParallelSpec& par = options_.parallel;
+    const auto& pts = s_->plan.tensors;
+    // Every tensor's role first: a scale is cut by the intermediate size of
+    // its weight, which may come later in reading order.
+    std::vector<ops::SliceRole> roles(pts.size());
+    std::unordered_map<std::string, uint64_t> weight_cut;
+    if (par.parallel()) {
+      const ModelConfig* config = ckpt_.config() ? &*ckpt_.config() : nullptr;
+      for (size_t k = 0; k < pts.size(); ++k) {
+        roles[k] = ops::RoleOf(*rules_, config, pts[k].name);
+        if (auto cut = ops::CutSize(roles[k], pts[k].shape)) weight_cut[pts[k].name] = *cut;
+      }
+    }
+    for (uint32_t k : s_->plan_index) {
+      const PlannedTensor& pt = pts[k];
+      std::optional<uint64_t> cut;
+      if (auto it = weight_cut.find(roles[k].weight); roles[k].scale && it != weight_cut.end()) cut = it->second;
+      MOEPACK_ASSIGN_OR_RETURN(ops::RankSlice slice,
+                               ops::SliceForRank(roles[k], pt.name, pt.dtype, pt.shape, par, cut));
+      LoadTensor t;
+      t.name = pt.name;
+      t.dtype = pt.dtype;
+      t.full_shape = pt.shape;
+      t.shape = slice.shape;
+      t.nbytes = pt.nbytes;
+      if (!slice.whole) {
+        t.split = SplitOf(par);
+        t.expert_begin = slice.expert_begin;
+        t.expert_end = slice.expert_end;
+        t.dim1 = std::move(slice.dim1);
+        t.dim2 = std::move(slice.dim2);
+        auto count = NumElements(t.shape);
+        t.nbytes = count ? ByteSize(t.dtype, *count).value_or(0) : 0;
+      }
+      s_->rank_bytes += t.nbytes;
+      s_->tensors.push_back(std::move(t));
+      s_->views.push_back(State::View{slice.A, slice.B});
+    }
+    return Status::OK();
+  }
+
+  const Checkpoint& ckpt_;
+  const LoadOptions& options_;
+  std::unique_ptr<State> s_;
+  std::optional<RuleSet> rules_;
+};
 
 Result<Loader> Loader::Open(const std::string& path, const LoadOptions& options) {
   const ParallelSpec& par = options.parallel;
@@ -364,156 +419,7 @@ Result<Loader> Loader::Open(const std::string& path, const LoadOptions& options)
     return Status::InvalidArgument("ep_size/tp_size > 1 slices fused expert tensors: load to the fused layout");
   }
   MOEPACK_ASSIGN_OR_RETURN(Checkpoint ckpt, Checkpoint::Open(path));
-  auto s = std::make_unique<State>();
-  s->max_gap = options.max_gap;
-  std::optional<RuleSet> rules;
-  if (options.raw) {
-    s->plan = RawPlan(ckpt);
-  } else {
-    MOEPACK_ASSIGN_OR_RETURN(RuleSet r, ChooseRules(ckpt, options.model_type, options.rules_file));
-    PlanOptions po;
-    po.direction = options.direction;
-    po.max_shard_size = std::numeric_limits<uint64_t>::max();
-    po.source_layout = options.source_layout;
-    MOEPACK_ASSIGN_OR_RETURN(s->plan, MakePlan(ckpt, r, po));
-    s->family = r.family();
-    rules = std::move(r);
-  }
-  for (const std::string& p : s->plan.src_files) {
-    MOEPACK_ASSIGN_OR_RETURN(File f, File::OpenRead(p));
-    s->files.push_back(std::move(f));
-  }
-
-  // Reading order: where each tensor's bytes start in the source.
-  const auto& pts = s->plan.tensors;
-  std::vector<std::pair<uint32_t, uint64_t>> first(pts.size(), {0, 0});
-  for (size_t k = 0; k < pts.size(); ++k) {
-    auto& f = first[k];
-    f = {std::numeric_limits<uint32_t>::max(), 0};
-    for (const CopyRange& c : pts[k].copies) f = std::min(f, std::make_pair(c.src_file, c.src_offset));
-    for (const TransposeBlock& b : pts[k].transposes) f = std::min(f, std::make_pair(b.src_file, b.src_offset));
-  }
-  s->plan_index.resize(pts.size());
-  std::iota(s->plan_index.begin(), s->plan_index.end(), 0u);
-  std::stable_sort(s->plan_index.begin(), s->plan_index.end(),
-                   [&](uint32_t a, uint32_t b) { return first[a] < first[b]; });
-
-  // The intermediate size of each gate_up / down weight, for the scales.
-  std::vector<Role> roles(pts.size());
-  std::unordered_map<std::string, uint64_t> weight_I;
-  if (par.parallel()) {
-    for (size_t k = 0; k < pts.size(); ++k) {
-      roles[k] = Classify(*rules, pts[k].name);
-      const Role& r = roles[k];
-      if (r.scale || pts[k].shape.size() != 3) continue;
-      if (r.kind == Role::kGateUp) weight_I[pts[k].name] = pts[k].shape[1] / 2;
-      if (r.kind == Role::kDown) weight_I[pts[k].name] = pts[k].shape[2];
-    }
-  }
-  const auto block = BlockSize(ckpt.config());
-
-  for (uint32_t k : s->plan_index) {
-    const PlannedTensor& pt = pts[k];
-    LoadTensor t;
-    t.name = pt.name;
-    t.dtype = pt.dtype;
-    t.full_shape = pt.shape;
-    t.shape = pt.shape;
-    t.nbytes = pt.nbytes;
-    State::View view;
-    const Role& role = roles[k];
-    if (par.parallel() && role.kind != Role::kNone) {
-      const std::string& n = pt.name;
-      if (pt.shape.size() < 2) return Status::Corrupt("'" + n + "': fused expert tensor of shape " + ShapeStr(pt.shape) + " has no expert dim");
-      if (DTypeBits(pt.dtype) % 8) {
-        return Status::InvalidArgument("'" + n + "': cannot slice " + std::string(DTypeName(pt.dtype)) +
-                                       " elements, which are not whole bytes");
-      }
-      const uint64_t E = pt.shape[0];
-      if (E % static_cast<uint64_t>(par.ep_size)) {
-        return Status::InvalidArgument("ep_size " + std::to_string(par.ep_size) + " does not divide the " +
-                                       std::to_string(E) + " experts of '" + n + "'");
-      }
-      const uint64_t El = E / static_cast<uint64_t>(par.ep_size);
-      t.expert_begin = El * static_cast<uint64_t>(par.ep_rank);
-      t.expert_end = t.expert_begin + El;
-      if (pt.shape.size() == 3) {
-        view.A = pt.shape[1];
-        view.B = pt.shape[2];
-      } else {
-        view.B = 1;
-        for (size_t d = 1; d < pt.shape.size(); ++d) view.B *= pt.shape[d];
-      }
-      t.dim1 = {{0, view.A}};
-      t.dim2 = {{0, view.B}};
-      if (par.tp_size > 1) {
-        const uint64_t tp = static_cast<uint64_t>(par.tp_size), tr = static_cast<uint64_t>(par.tp_rank);
-        if (role.kind == Role::kOther) {
-          return Status::InvalidArgument("tp_size " + std::to_string(tp) + ": '" + n + "' is a fused expert tensor of rule \"" +
-                                         role.rule +
-                                         "\"; only gate_up_proj and down_proj have a known intermediate dim to split");
-        }
-        if (pt.shape.size() != 3) {
-          return Status::Corrupt("'" + n + "': fused expert tensor of shape " + ShapeStr(pt.shape) + " is not 3-D");
-        }
-        uint64_t I = 0;
-        if (!role.scale) {
-          if (role.kind == Role::kGateUp && pt.shape[1] % 2) {
-            return Status::Corrupt("'" + n + "': " + std::to_string(pt.shape[1]) +
-                                   " rows do not split into gate and up halves");
-          }
-          I = role.kind == Role::kGateUp ? pt.shape[1] / 2 : pt.shape[2];
-        } else {
-          auto it = weight_I.find(role.weight);
-          if (it == weight_I.end()) {
-            return Status::Corrupt("'" + n + "': no 3-D weight '" + role.weight + "' to take the intermediate size from");
-          }
-          I = it->second;
-        }
-        if (I % tp) {
-          return Status::InvalidArgument("tp_size " + std::to_string(tp) + " does not divide the expert intermediate size " +
-                                         std::to_string(I) + " of '" + (role.scale ? role.weight : n) + "'");
-        }
-        uint64_t Il = I / tp;
-        if (role.scale) {
-          // Scale rows (gate/up) or columns (down) cover blocks of the weight.
-          const uint64_t bs = role.kind == Role::kGateUp ? block.first : block.second;
-          const uint64_t blocks = (I + bs - 1) / bs;
-          const uint64_t have = role.kind == Role::kGateUp ? pt.shape[1] : pt.shape[2];
-          if (have != (role.kind == Role::kGateUp ? 2 * blocks : blocks)) {
-            return Status::Corrupt("'" + n + "': shape " + ShapeStr(pt.shape) + " does not hold " +
-                                   std::to_string(bs) + "-wide blocks of the intermediate size " + std::to_string(I) +
-                                   " of '" + role.weight + "'");
-          }
-          if (Il % bs) {
-            return Status::InvalidArgument("tp_size " + std::to_string(tp) + " cuts the intermediate size " +
-                                           std::to_string(I) + " of '" + role.weight + "' into slices of " +
-                                           std::to_string(Il) + ", which do not fall on the " + std::to_string(bs) +
-                                           "-wide quantization blocks of '" + n + "'");
-          }
-          Il /= bs;
-          I = blocks;
-        }
-        if (role.kind == Role::kGateUp) {
-          t.dim1 = {{tr * Il, (tr + 1) * Il}, {I + tr * Il, I + (tr + 1) * Il}};
-        } else {
-          t.dim2 = {{tr * Il, (tr + 1) * Il}};
-        }
-      }
-      t.split = par.ep_size > 1 && par.tp_size > 1 ? "experts+tp" : par.ep_size > 1 ? "experts" : "tp";
-      t.shape = pt.shape;
-      t.shape[0] = El;
-      if (pt.shape.size() == 3) {
-        t.shape[1] = Total(t.dim1);
-        t.shape[2] = Total(t.dim2);
-      }
-      auto count = NumElements(t.shape);
-      t.nbytes = count ? ByteSize(t.dtype, *count).value_or(0) : 0;
-    }
-    s->rank_bytes += t.nbytes;
-    s->tensors.push_back(std::move(t));
-    s->views.push_back(view);
-  }
+  MOEPACK_ASSIGN_OR_RETURN(std::unique_ptr<State> s, Opener(ckpt, options).Run());
   return Loader(std::move(s));
 }
 

@@ -1,0 +1,51 @@
+#include "moepack/parse.h"
+
+#include <cctype>
+#include <string>
+
+namespace moepack {
+
+Result<uint64_t> ParseSize(std::string_view text) {
+  const std::string t(text);
+  size_t i = 0;
+  while (i < t.size() && std::isdigit(static_cast<unsigned char>(t[i]))) ++i;
+  if (i == 0) return Status::InvalidArgument("invalid size '" + t + "' (expected e.g. 5GB, 500MB)");
+  uint64_t n = 0;
+  for (size_t k = 0; k < i; ++k) {
+    if (__builtin_mul_overflow(n, 10u, &n) || __builtin_add_overflow(n, static_cast<uint64_t>(t[k] - '0'), &n)) {
+      return Status::InvalidArgument("size '" + t + "' is too large");
+    }
+  }
+  std::string unit;
+  for (size_t k = i; k < t.size(); ++k) unit.push_back(static_cast<char>(std::toupper(static_cast<unsigned char>(t[k]))));
+  static const std::pair<const char*, uint64_t> kUnits[] = {
+      {"", 1}, {"B", 1}, {"KB", 1000}, {"MB", 1000000}, {"GB", 1000000000}, {"TB", 1000000000000},
+      {"KIB", 1ull << 10}, {"MIB", 1ull << 20}, {"GIB", 1ull << 30}, {"TIB", 1ull << 40}};
+  for (const auto& [name, mult] : kUnits) {
+    if (unit == name) {
+      uint64_t v;
+      if (__builtin_mul_overflow(n, mult, &v)) return Status::InvalidArgument("size '" + t + "' is too large");
+      if (v == 0) return Status::InvalidArgument("size must be positive");
+      return v;
+    }
+  }
+  return Status::InvalidArgument("invalid size unit in '" + t + "' (use B, KB, MB, GB, TB, KiB, MiB, GiB)");
+}
+
+Result<Direction> ParseDirection(std::string_view text) {
+  for (Direction d : {Direction::kToFused, Direction::kToPerExpert}) {
+    if (text == DirectionName(d)) return d;
+  }
+  return Status::InvalidArgument("'" + std::string(text) + "' is not a layout (fused or per-expert)");
+}
+
+std::string_view DirectionName(Direction d) { return d == Direction::kToFused ? "fused" : "per-expert"; }
+
+Result<SourceLayout> ParseSourceLayout(std::string_view text) {
+  if (text.empty()) return SourceLayout::kUnspecified;
+  if (text == "hf") return SourceLayout::kHub;
+  if (text == "v5") return SourceLayout::kV5;
+  return Status::InvalidArgument("'" + std::string(text) + "' is not a source layout (hf or v5)");
+}
+
+}  // namespace moepack

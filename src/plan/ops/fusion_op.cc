@@ -1,0 +1,181 @@
+#include "plan/ops/fusion_op.h"
+
+#include "util/strings.h"
+
+namespace moepack::ops {
+namespace {
+
+std::string RuleLabel(const FusionRule& f) { return "fusion \"" + f.name + "\""; }
+
+uint64_t Times(uint64_t k, uint64_t d) { return k * d; }
+
+// "2*I", "2*(I/BR)": k copies of a symbolic dim, for messages.
+std::string SymbolTimes(uint64_t k, const std::string& d) {
+  if (k == 1) return d;
+  const std::string n = std::to_string(k);
+  return d.find_first_of("*/") == std::string::npos ? n + "*" + d : n + "*(" + d + ")";
+}
+
+std::string ExprString(const std::vector<std::string>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + shape[i];
+  return s + "]";
+}
+
+}  // namespace
+
+FusionOp::FusionOp(const FusionRule& rule, uint64_t experts, DType dtype, std::vector<uint64_t> source_shape)
+    : form_(FusionForm::Of(rule)), experts_(experts), dtype_(dtype), source_shape_(std::move(source_shape)) {}
+
+Status FusionOp::Layout(const std::string& rule_label) {
+  if (form_.transpose) {
+    if (source_shape_.size() != 2) {
+      return Status::Corrupt(rule_label + " transposes 2-D sources, got " + internal::ShapeString(source_shape_));
+    }
+    if (DTypeBits(dtype_) % 8) {
+      return Status::Corrupt(rule_label + " cannot transpose " + std::string(DTypeName(dtype_)) + " elements");
+    }
+  }
+  // A transposed source lands whole in its slot; otherwise the dims before
+  // the concat dim count the runs and the rest make one chunk.
+  const size_t axis = form_.transpose ? 0 : static_cast<size_t>(form_.concat_dim - 1);
+  if (axis >= source_shape_.size()) {
+    return Status::Corrupt(rule_label + ": concat dim " + std::to_string(axis + 1) + " is outside a " +
+                           std::to_string(source_shape_.size() + 1) + "-D fused tensor");
+  }
+  outer_ = 1;
+  uint64_t inner = 1;
+  for (size_t d = 0; d < source_shape_.size(); ++d) {
+    uint64_t& acc = d < axis ? outer_ : inner;
+    if (__builtin_mul_overflow(acc, source_shape_[d], &acc)) return Status::Corrupt(rule_label + ": tensor size overflows");
+  }
+  auto bytes = ByteSize(dtype_, inner);
+  if (!bytes) {
+    return Status::Corrupt(rule_label + ": " + std::string(DTypeName(dtype_)) + " slices of " +
+                           std::to_string(inner) + " elements are not whole bytes");
+  }
+  chunk_bytes_ = *bytes;
+  uint64_t total = 0;
+  if (__builtin_mul_overflow(outer_, chunk_bytes_, &total) || __builtin_mul_overflow(total, form_.sources, &total) ||
+      __builtin_mul_overflow(total, experts_, &total)) {
+    return Status::Corrupt(rule_label + ": fused tensor size overflows");
+  }
+  fused_shape_ = FusedShapeOf<uint64_t>(form_, experts_, source_shape_, Times);
+  return Status::OK();
+}
+
+Result<FusionOp> FusionOp::FromSource(const FusionRule& rule, uint64_t experts, DType dtype,
+                                      const std::vector<uint64_t>& source_shape) {
+  FusionOp op(rule, experts, dtype, source_shape);
+  MOEPACK_RETURN_IF_ERROR(op.Layout(RuleLabel(rule)));
+  return op;
+}
+
+Result<FusionOp> FusionOp::FromFused(const FusionRule& rule, DType dtype, const std::vector<uint64_t>& fused,
+                                     std::optional<uint64_t> experts) {
+  const std::string shape = internal::ShapeString(fused);
+  if (experts && (fused.size() < 2 || fused[0] != *experts)) {
+    return Status::Corrupt("fused shape " + shape + " does not start with the " + std::to_string(*experts) +
+                           " experts that config.json declares");
+  }
+  if (fused.size() < 2) return Status::Corrupt("fused shape " + shape + " has no expert dim");
+  const uint64_t E = fused[0], K = rule.sources.size();
+  uint64_t pieces = 0;
+  if (__builtin_mul_overflow(E, K, &pieces) || pieces > kMaxSplitPieces) {
+    // A zero-byte fused tensor can claim any number of experts.
+    return Status::Corrupt("splitting " + std::to_string(E) + " experts into " + std::to_string(K) +
+                           " sources would make too many tensors (the limit is " + std::to_string(kMaxSplitPieces) +
+                           ")");
+  }
+  std::vector<uint64_t> per(fused.begin() + 1, fused.end());
+  const size_t axis = rule.transpose ? 0 : static_cast<size_t>(rule.concat_dim - 1);
+  if (axis >= per.size() || per[axis] % K) {
+    return Status::Corrupt("shape " + shape + " cannot split into " + std::to_string(K) + " sources along dim " +
+                           std::to_string(axis + 1) + " (" + RuleLabel(rule) + ")");
+  }
+  per[axis] /= K;
+  if (rule.transpose) {
+    if (per.size() != 2) return Status::Corrupt(RuleLabel(rule) + " transposes 2-D slices, got " + shape);
+    per = {per[1], per[0]};
+  }
+  FusionOp op(rule, E, dtype, std::move(per));
+  MOEPACK_RETURN_IF_ERROR(op.Layout(RuleLabel(rule)));
+  return op;
+}
+
+Pieces FusionOp::SourceInFused(uint64_t j, uint64_t k) const {
+  const uint64_t K = form_.sources;
+  const uint64_t slice = outer_ * chunk_bytes_ * K;  // one expert in the fused tensor
+  Pieces p;
+  if (form_.transpose) {
+    p.blocks.push_back(Block{0, j * slice + k * chunk_bytes_, source_shape_[0], source_shape_[1],
+                             static_cast<uint32_t>(DTypeBits(dtype_) / 8)});
+    return p;
+  }
+  if (chunk_bytes_ == 0) return p;
+  p.runs.reserve(outer_);
+  for (uint64_t o = 0; o < outer_; ++o) {
+    p.runs.push_back(Run{o * chunk_bytes_, j * slice + (o * K + k) * chunk_bytes_, chunk_bytes_});
+  }
+  return p;
+}
+
+int FusionForm::SourceDim(int fused_dim) const {
+  if (fused_dim <= 0) return -1;
+  if (transpose) return fused_dim == 1 ? 1 : 0;
+  return fused_dim - 1;
+}
+
+Status CheckSourceShape(const RuleSet& rules, const ModelConfig& config, int fusion, std::string_view prefix,
+                        const std::vector<uint64_t>& source, const std::string& what) {
+  const FusionRule& f = rules.fusions()[fusion];
+  std::vector<uint64_t> want;
+  std::string given;
+  if (f.source_shape.empty() || !rules.ResolveShape(config, f.source_shape, 0, prefix, &want, &given) ||
+      source == want) {
+    return Status::OK();
+  }
+  return Status::Corrupt(what + " has shape " + internal::ShapeString(source) + " but config.json (" + given +
+                         ") gives " + ExprString(f.source_shape) + " = " + internal::ShapeString(want) +
+                         " per expert (fusion \"" + f.name + "\")");
+}
+
+Status CheckFusedShape(const RuleSet& rules, const ModelConfig& config, int fusion, std::string_view prefix,
+                       int64_t experts, const std::vector<uint64_t>& fused, const std::string& what) {
+  const FusionRule& f = rules.fusions()[fusion];
+  std::vector<uint64_t> source;
+  std::string given;
+  if (f.source_shape.empty() || !rules.ResolveShape(config, f.source_shape, experts, prefix, &source, &given)) {
+    return Status::OK();
+  }
+  const FusionForm form = FusionForm::Of(f);
+  const auto want = FusedShapeOf<uint64_t>(form, static_cast<uint64_t>(experts), source, Times);
+  if (fused == want) return Status::OK();
+  const auto expr = FusedShapeOf<std::string>(form, "E", f.source_shape, SymbolTimes);
+  return Status::Corrupt(what + " has shape " + internal::ShapeString(fused) + " but config.json (E=" +
+                         std::to_string(experts) + ", " + given + ") gives the fused layout " + ExprString(expr) +
+                         " = " + internal::ShapeString(want) + " (fusion \"" + f.name +
+                         "\"); a transposed or foreign layout is not converted");
+}
+
+Result<FusionOp> FuseOf(const RuleSet& rules, const ModelConfig& config, int fusion, std::string_view prefix,
+                        uint64_t experts, DType dtype, const std::vector<uint64_t>& source, const std::string& what) {
+  MOEPACK_RETURN_IF_ERROR(CheckSourceShape(rules, config, fusion, prefix, source, what));
+  auto op = FusionOp::FromSource(rules.fusions()[fusion], experts, dtype, source);
+  if (!op.ok()) return op.status().WithPrefix(what);
+  return op;
+}
+
+Result<FusionOp> CutOf(const RuleSet& rules, const ModelConfig& config, int fusion, std::string_view prefix,
+                       uint64_t experts, DType dtype, const std::vector<uint64_t>& fused, const std::string& what) {
+  // A wrong expert count is reported as such, not as a wrong fused shape.
+  if (fused.size() >= 2 && fused[0] == experts) {
+    MOEPACK_RETURN_IF_ERROR(
+        CheckFusedShape(rules, config, fusion, prefix, static_cast<int64_t>(experts), fused, what));
+  }
+  auto op = FusionOp::FromFused(rules.fusions()[fusion], dtype, fused, experts);
+  if (!op.ok()) return op.status().WithPrefix(what);
+  return op;
+}
+
+}  // namespace moepack::ops

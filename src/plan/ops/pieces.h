@@ -1,0 +1,52 @@
+// The byte geometry of an op: which bytes of one input tensor make which
+// bytes of one output tensor. Every op of the op model describes its work in
+// these terms and nothing else, so that each engine only has to know how to
+// carry out a Run and a Block: the planner turns them into file ranges, the
+// streaming converter and verify into memory moves, the loader intersects
+// them with a rank's slice.
+//
+// Offsets are relative to the first byte of each tensor.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace moepack::ops {
+
+// `length` bytes copied unchanged: input [src, src + length) -> output
+// [dst, dst + length).
+struct Run {
+  uint64_t src = 0;
+  uint64_t dst = 0;
+  uint64_t length = 0;
+};
+
+// A row-major [rows, cols] matrix of elem_bytes elements read contiguously
+// at src and written transposed ([cols, rows]), contiguously, at dst.
+struct Block {
+  uint64_t src = 0;
+  uint64_t dst = 0;
+  uint64_t rows = 0;
+  uint64_t cols = 0;
+  uint32_t elem_bytes = 0;
+  uint64_t bytes() const { return rows * cols * elem_bytes; }
+};
+
+struct Pieces {
+  std::vector<Run> runs;      // in increasing src and dst order
+  std::vector<Block> blocks;  // in increasing dst order
+
+  // The same bytes the other way: output -> input. Every op is exact, so
+  // the inverse of an op's geometry is the geometry of the inverse op.
+  Pieces Inverse() const;
+  // Bytes written to the output.
+  uint64_t bytes() const;
+  // The same geometry with every output offset moved by `delta` (e.g. to
+  // make it relative to one expert's slice of the output).
+  Pieces ShiftDst(int64_t delta) const;
+};
+
+// Carries out `p` in memory: reads `in`, writes `out`.
+void Apply(const Pieces& p, const void* in, void* out);
+
+}  // namespace moepack::ops

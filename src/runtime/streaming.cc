@@ -1,0 +1,222 @@
+#include "moepack/streaming.h"
+
+#include <cstring>
+#include <map>
+
+#include "plan/ops/fusion_op.h"
+#include "plan/ops/scales.h"
+#include "plan/ops/transpose_op.h"
+#include "util/strings.h"
+
+namespace moepack {
+namespace {
+
+// The experts whose source k arrived.
+std::string Arrived(const std::vector<uint8_t>& arrived, uint64_t K, uint64_t k) {
+  std::vector<int64_t> ids;
+  for (uint64_t j = 0; j < arrived.size() / K; ++j) {
+    if (arrived[j * K + k]) ids.push_back(static_cast<int64_t>(j));
+  }
+  return internal::IdRanges(ids);
+}
+
+std::shared_ptr<uint8_t[]> Allocate(uint64_t n) {
+  // Default-initialised: every byte is overwritten by exactly one expert.
+  return std::shared_ptr<uint8_t[]>(new uint8_t[n ? n : 1]);
+}
+
+}  // namespace
+
+struct StreamingConverter::State {
+  RuleSet rules;
+  ModelConfig config;
+  Direction direction;
+  SourceLayout layout;
+  struct Pending {
+    int fusion;
+    ops::FusionOp op;
+    std::vector<uint8_t> arrived;  // [expert * K + source]
+    uint64_t count = 0;
+    OwnedTensor out;
+  };
+  std::map<std::pair<int, std::string>, Pending> pending;
+  ops::FusedTensors finished;
+
+  std::string Label(int fusion, const std::string& prefix) const { return rules.TargetName(fusion, prefix); }
+  std::string SourceLabel(int fusion, int k) const {
+    const std::string& s = rules.fusions()[fusion].sources[k];
+    return s.substr(s.find("{expert}") + 9);
+  }
+  Result<std::vector<OwnedTensor>> Fuse(const RuleSet::SourceMatch& m, const std::string& name, const TensorView& t);
+  Result<std::vector<OwnedTensor>> Split(const RuleSet::TargetMatch& m, const std::string& name, const TensorView& t);
+  Result<std::vector<OwnedTensor>> TransposeWhole(const RuleSet::TransposeMatch& m, const std::string& name,
+                                                  const TensorView& t);
+};
+
+StreamingConverter::StreamingConverter(std::unique_ptr<State> s) : s_(std::move(s)) {}
+StreamingConverter::StreamingConverter(StreamingConverter&&) noexcept = default;
+StreamingConverter& StreamingConverter::operator=(StreamingConverter&&) noexcept = default;
+StreamingConverter::~StreamingConverter() = default;
+
+Result<StreamingConverter> StreamingConverter::Create(RuleSet rules, ModelConfig config, Direction direction,
+                                                      SourceLayout source_layout) {
+  auto s = std::make_unique<State>(State{std::move(rules), std::move(config), direction, source_layout, {}, {}});
+  return StreamingConverter(std::move(s));
+}
+
+bool StreamingConverter::CanHandle(std::string_view name) const {
+  const std::string n = s_->rules.Rename(name, Direction::kToFused);
+  if (s_->direction == Direction::kToFused) {
+    // Leftovers are "handled" so that Convert can refuse them.
+    return s_->rules.MatchSource(n) || s_->rules.MatchExpertLeftover(n) || s_->rules.MatchTranspose(n);
+  }
+  return s_->rules.MatchTarget(n) || s_->rules.MatchTranspose(n);
+}
+
+std::string StreamingConverter::Rename(std::string_view name) const { return s_->rules.Rename(name, s_->direction); }
+
+uint64_t StreamingConverter::pending_bytes() const {
+  uint64_t n = 0;
+  for (const auto& [k, p] : s_->pending) n += p.out.nbytes;
+  return n;
+}
+
+Result<std::vector<OwnedTensor>> StreamingConverter::Convert(std::string_view name, const TensorView& t) {
+  auto n_el = NumElements(t.shape);
+  auto n_bytes = n_el ? ByteSize(t.dtype, *n_el) : std::nullopt;
+  if (!n_bytes || *n_bytes != t.nbytes || (t.nbytes && !t.data)) {
+    return Status::InvalidArgument("'" + std::string(name) + "': " + std::to_string(t.nbytes) + " bytes do not match " +
+                                   std::string(DTypeName(t.dtype)) + " " + internal::ShapeString(t.shape));
+  }
+  const std::string n = s_->rules.Rename(name, Direction::kToFused);
+  if (s_->direction == Direction::kToFused) {
+    if (auto m = s_->rules.MatchSource(n)) return s_->Fuse(*m, std::string(name), t);
+    if (auto m = s_->rules.MatchExpertLeftover(n)) {
+      return Status::Corrupt("'" + std::string(name) + "' belongs to expert " + std::to_string(m->expert) +
+                             " but no fusion of the " + s_->rules.family() +
+                             " rules takes it; it cannot stay per-expert beside fused experts");
+    }
+  } else if (auto m = s_->rules.MatchTarget(n)) {
+    return s_->Split(*m, std::string(name), t);
+  }
+  if (auto m = s_->rules.MatchTranspose(n)) return s_->TransposeWhole(*m, std::string(name), t);
+  return Status::InvalidArgument("'" + std::string(name) + "' is not converted by the " + s_->rules.family() +
+                                 " rules (check CanHandle first)");
+}
+
+Result<std::vector<OwnedTensor>> StreamingConverter::State::Fuse(const RuleSet::SourceMatch& m,
+                                                                 const std::string& name, const TensorView& t) {
+  const uint64_t K = rules.fusions()[m.fusion].sources.size();
+  auto key = std::make_pair(m.fusion, m.prefix);
+  auto it = pending.find(key);
+  if (it == pending.end()) {
+    if (finished.count(key)) {
+      return Status::Corrupt(Label(m.fusion, m.prefix) + ": expert " + std::to_string(m.expert) + " " +
+                             SourceLabel(m.fusion, m.source) + " arrived after the fused tensor was complete ('" +
+                             name + "')");
+    }
+    MOEPACK_ASSIGN_OR_RETURN(int64_t E, rules.NumExperts(config, m.prefix));
+    MOEPACK_ASSIGN_OR_RETURN(ops::FusionOp op, ops::FuseOf(rules, config, m.fusion, m.prefix, static_cast<uint64_t>(E),
+                                                           t.dtype, t.shape, "'" + name + "'"));
+    Pending p{m.fusion, std::move(op), std::vector<uint8_t>(static_cast<uint64_t>(E) * K, 0), 0, {}};
+    p.out.name = rules.TargetName(m.fusion, m.prefix);
+    p.out.dtype = t.dtype;
+    p.out.shape = p.op.fused_shape();
+    p.out.nbytes = p.op.fused_bytes();
+    it = pending.emplace(key, std::move(p)).first;
+  }
+  Pending& p = it->second;
+  const std::string label = Label(m.fusion, m.prefix);
+  if (static_cast<uint64_t>(m.expert) >= p.op.experts()) {
+    return Status::Corrupt(label + ": expert " + std::to_string(m.expert) + " is out of range: config.json says " +
+                           std::to_string(p.op.experts()) + " experts ('" + name + "')");
+  }
+  if (t.dtype != p.op.dtype() || t.shape != p.op.source_shape()) {
+    return Status::Corrupt(label + ": expert " + std::to_string(m.expert) + " " + SourceLabel(m.fusion, m.source) +
+                           " is " + std::string(DTypeName(t.dtype)) + " " + internal::ShapeString(t.shape) +
+                           ", expected " + std::string(DTypeName(p.op.dtype())) + " " +
+                           internal::ShapeString(p.op.source_shape()));
+  }
+  const uint64_t j = static_cast<uint64_t>(m.expert), k = static_cast<uint64_t>(m.source);
+  uint8_t& slot = p.arrived[j * K + k];
+  if (slot) {
+    return Status::Corrupt(label + ": expert " + std::to_string(m.expert) + " " + SourceLabel(m.fusion, m.source) +
+                           " arrived twice ('" + name + "')");
+  }
+  // Allocated at the first copy, not at creation, so a failed check above
+  // never leaves a large allocation behind.
+  if (!p.out.data) p.out.data = Allocate(p.out.nbytes);
+  ops::Apply(p.op.SourceInFused(j, k), t.data, p.out.data.get());
+  slot = 1;
+  std::vector<OwnedTensor> done;
+  if (++p.count == p.op.experts() * K) {
+    finished[it->first] = p.op.dtype();
+    done.push_back(std::move(p.out));
+    pending.erase(it);
+  }
+  return done;
+}
+
+Result<std::vector<OwnedTensor>> StreamingConverter::State::Split(const RuleSet::TargetMatch& m,
+                                                                  const std::string& name, const TensorView& t) {
+  MOEPACK_ASSIGN_OR_RETURN(int64_t E, rules.NumExperts(config, m.prefix));
+  MOEPACK_ASSIGN_OR_RETURN(ops::FusionOp op, ops::CutOf(rules, config, m.fusion, m.prefix, static_cast<uint64_t>(E),
+                                                        t.dtype, t.shape, "'" + name + "'"));
+  finished[{m.fusion, m.prefix}] = t.dtype;
+  std::vector<OwnedTensor> out;
+  for (uint64_t j = 0; j < op.experts(); ++j) {
+    for (uint64_t k = 0; k < op.sources(); ++k) {
+      OwnedTensor o;
+      o.name = rules.Rename(rules.SourceName(m.fusion, static_cast<int>(k), m.prefix, static_cast<int64_t>(j)),
+                            Direction::kToPerExpert);
+      o.dtype = t.dtype;
+      o.shape = op.source_shape();
+      o.nbytes = op.source_bytes();
+      o.data = Allocate(o.nbytes);
+      ops::Apply(op.SourceInFused(j, k).Inverse(), t.data, o.data.get());
+      out.push_back(std::move(o));
+    }
+  }
+  return out;
+}
+
+Result<std::vector<OwnedTensor>> StreamingConverter::State::TransposeWhole(const RuleSet::TransposeMatch& m,
+                                                                           const std::string& name,
+                                                                           const TensorView& t) {
+  MOEPACK_ASSIGN_OR_RETURN(ops::TransposeOp op,
+                           ops::TransposeOp::Make(rules, m.rule, config, m.prefix, name, t.dtype, t.shape, layout,
+                                                  ops::TargetOrientation(direction)));
+  OwnedTensor o;
+  o.name = rules.Rename(name, direction);
+  o.dtype = t.dtype;
+  o.shape = op.output_shape();
+  o.nbytes = t.nbytes;
+  o.data = Allocate(t.nbytes);
+  if (!op.changes()) {
+    std::memcpy(o.data.get(), t.data, t.nbytes);
+  } else {
+    for (uint64_t j = 0; j < op.experts(); ++j) ops::Apply(op.Expert(j), t.data, o.data.get());
+  }
+  std::vector<OwnedTensor> out;
+  out.push_back(std::move(o));
+  return out;
+}
+
+Result<std::vector<OwnedTensor>> StreamingConverter::Finalize() {
+  std::string problems;
+  for (const auto& [key, p] : s_->pending) {
+    const uint64_t K = p.op.sources();
+    std::string line = p.out.name + " incomplete (" + std::to_string(p.op.experts()) + " experts):";
+    for (uint64_t k = 0; k < K; ++k) {
+      line += " " + s_->SourceLabel(p.fusion, static_cast<int>(k)) + " arrived for experts " + Arrived(p.arrived, K, k) + ";";
+    }
+    problems += (problems.empty() ? "" : " ") + line;
+  }
+  if (problems.empty()) {
+    for (const std::string& p : ops::ScaleProblems(s_->rules, s_->finished)) problems += p + ". ";
+  }
+  if (!problems.empty()) return Status::Corrupt("conversion incomplete: " + problems);
+  return std::vector<OwnedTensor>{};
+}
+
+}  // namespace moepack
