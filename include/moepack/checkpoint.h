@@ -4,8 +4,10 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -53,7 +55,15 @@ class Checkpoint {
 
  private:
   Checkpoint() = default;
+  // The steps of Open, in order.
+  Status ReadConfig();
+  Result<std::set<std::string>> ShardFiles() const;
+  Status OpenIndexedShards(const std::string& index_path, const std::map<std::string, std::string>& weight_map,
+                           const std::set<std::string>& present);
+  Status OpenSingleShard(const std::set<std::string>& present);
   Status Index();
+  Status CheckIndex(const std::string& index_path, const std::map<std::string, std::string>& weight_map);
+  Status CollectAuxFiles(const std::string& index_path, const std::set<std::string>& weight_files);
   std::string dir_;
   bool has_index_ = false;
   std::optional<ModelConfig> config_;

@@ -45,6 +45,11 @@ struct RenameRule {
 // Scales (`scale_of`) take the role of their weights.
 enum class ExpertRole { kNone, kGateUp, kUp, kDown };
 std::string_view RoleName(ExpertRole r);  // "gate_up", "up", "down", "" for kNone
+// The role's layout in numbers: the fused dim that holds the intermediate
+// size (the default tp_dim), and how many equal parts that dim has (2 for
+// gate_up: gate, then up; 1 otherwise). 0 and 1 for kNone.
+int RoleIntermediateDim(ExpertRole r);
+int RoleParts(ExpertRole r);
 
 struct FusionRule {
   std::string name;

@@ -91,87 +91,115 @@ Result<Checkpoint> Checkpoint::Open(const std::string& path) {
   } else {
     return Status::InvalidArgument(path + ": not a model directory, an index file or a .safetensors file");
   }
-
-  const fs::path dir(c.dir_);
-  // The error_code overloads throughout: a symlink loop (ELOOP) anywhere in
-  // the directory must be reported or skipped, not thrown.
-  const bool has_config = fs::exists(dir / "config.json", ec);
-  if (ec) return Status::IOError((dir / "config.json").string() + ": cannot stat (" + ec.message() + ")");
-  if (has_config) {
-    std::string cfg_path = (dir / "config.json").string();
-    MOEPACK_ASSIGN_OR_RETURN(std::string text, internal::ReadSmallFile(cfg_path, 64u << 20));
-    MOEPACK_ASSIGN_OR_RETURN(ModelConfig cfg, ModelConfig::Parse(text, cfg_path));
-    c.config_ = std::move(cfg);
-  }
-
-  // Every top-level .safetensors file must belong to the checkpoint.
-  std::set<std::string> present;
-  for (const auto& e : fs::directory_iterator(dir, ec)) {
-    std::string name = e.path().filename().string();
-    std::error_code fec;  // a looping or dangling link is no shard
-    if (e.is_regular_file(fec) && EndsWith(name, ".safetensors") && !IsTemporaryName(name)) present.insert(name);
-  }
-  if (ec) return Status::IOError(c.dir_ + ": cannot list directory (" + ec.message() + ")");
-
+  MOEPACK_RETURN_IF_ERROR(c.ReadConfig());
+  MOEPACK_ASSIGN_OR_RETURN(std::set<std::string> present, c.ShardFiles());
   std::map<std::string, std::string> weight_map;
   if (!index_path.empty()) {
     c.has_index_ = true;
     MOEPACK_ASSIGN_OR_RETURN(weight_map, ReadIndex(index_path));
-    std::set<std::string> files;
-    for (const auto& [_, f] : weight_map) files.insert(f);
-    for (const auto& f : files) {
-      if (!present.count(f)) return Status::Corrupt(index_path + ": names missing shard '" + f + "'");
-    }
-    for (const auto& f : present) {
-      if (!files.count(f)) return Status::Corrupt(c.dir_ + ": shard '" + f + "' is not listed in " + kIndexFile);
-    }
-    for (const auto& f : files) {
-      MOEPACK_ASSIGN_OR_RETURN(Header h, ReadHeader((dir / f).string()));
-      c.shards_.push_back(Shard{f, (dir / f).string(), std::move(h)});
-    }
+    MOEPACK_RETURN_IF_ERROR(c.OpenIndexedShards(index_path, weight_map, present));
   } else {
-    if (present.empty()) return Status::NotFound(c.dir_ + ": no model.safetensors and no " + kIndexFile);
-    if (present.size() > 1) {
-      std::string some;
-      for (const auto& f : present) {
-        if (some.size() > 200) {
-          some += ", ...";
-          break;
-        }
-        some += (some.empty() ? "" : ", ") + f;
-      }
-      return Status::Corrupt(c.dir_ + ": " + std::to_string(present.size()) + " .safetensors files (" + some +
-                             ") but no " + kIndexFile + " to tie them together");
-    }
-    if (!present.count(kSingleFile)) {
-      return Status::Corrupt(c.dir_ + ": '" + *present.begin() + "' is not named " + kSingleFile + " and there is no " +
-                             kIndexFile);
-    }
-    MOEPACK_ASSIGN_OR_RETURN(Header h, ReadHeader((dir / kSingleFile).string()));
-    c.shards_.push_back(Shard{kSingleFile, (dir / kSingleFile).string(), std::move(h)});
+    MOEPACK_RETURN_IF_ERROR(c.OpenSingleShard(present));
   }
   MOEPACK_RETURN_IF_ERROR(c.Index());
+  if (c.has_index_) MOEPACK_RETURN_IF_ERROR(c.CheckIndex(index_path, weight_map));
+  MOEPACK_RETURN_IF_ERROR(c.CollectAuxFiles(index_path, present));
+  return c;
+}
 
-  if (c.has_index_) {
-    for (const auto& [name, file] : weight_map) {
-      const TensorLocation* loc = c.Find(name);
-      if (!loc) return Status::Corrupt(index_path + ": tensor '" + name + "' is listed in " + file + " but absent");
-      if (c.shards_[loc->shard].filename != file) {
-        return Status::Corrupt(index_path + ": tensor '" + name + "' is listed in " + file + " but stored in " +
-                               c.shards_[loc->shard].filename);
+Status Checkpoint::ReadConfig() {
+  const fs::path dir(dir_);
+  std::error_code ec;
+  // The error_code overloads throughout: a symlink loop (ELOOP) anywhere in
+  // the directory must be reported or skipped, not thrown.
+  const bool has_config = fs::exists(dir / "config.json", ec);
+  if (ec) return Status::IOError((dir / "config.json").string() + ": cannot stat (" + ec.message() + ")");
+  if (!has_config) return Status::OK();
+  const std::string cfg_path = (dir / "config.json").string();
+  MOEPACK_ASSIGN_OR_RETURN(std::string text, internal::ReadSmallFile(cfg_path, 64u << 20));
+  MOEPACK_ASSIGN_OR_RETURN(ModelConfig cfg, ModelConfig::Parse(text, cfg_path));
+  config_ = std::move(cfg);
+  return Status::OK();
+}
+
+Result<std::set<std::string>> Checkpoint::ShardFiles() const {
+  // Every top-level .safetensors file must belong to the checkpoint.
+  std::set<std::string> present;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(fs::path(dir_), ec)) {
+    std::string name = e.path().filename().string();
+    std::error_code fec;  // a looping or dangling link is no shard
+    if (e.is_regular_file(fec) && EndsWith(name, ".safetensors") && !IsTemporaryName(name)) present.insert(name);
+  }
+  if (ec) return Status::IOError(dir_ + ": cannot list directory (" + ec.message() + ")");
+  return present;
+}
+
+Status Checkpoint::OpenIndexedShards(const std::string& index_path, const std::map<std::string, std::string>& weight_map,
+                                     const std::set<std::string>& present) {
+  std::set<std::string> files;
+  for (const auto& [_, f] : weight_map) files.insert(f);
+  for (const auto& f : files) {
+    if (!present.count(f)) return Status::Corrupt(index_path + ": names missing shard '" + f + "'");
+  }
+  for (const auto& f : present) {
+    if (!files.count(f)) return Status::Corrupt(dir_ + ": shard '" + f + "' is not listed in " + kIndexFile);
+  }
+  for (const auto& f : files) {
+    const std::string path = (fs::path(dir_) / f).string();
+    MOEPACK_ASSIGN_OR_RETURN(Header h, ReadHeader(path));
+    shards_.push_back(Shard{f, path, std::move(h)});
+  }
+  return Status::OK();
+}
+
+Status Checkpoint::OpenSingleShard(const std::set<std::string>& present) {
+  if (present.empty()) return Status::NotFound(dir_ + ": no model.safetensors and no " + kIndexFile);
+  if (present.size() > 1) {
+    std::string some;
+    for (const auto& f : present) {
+      if (some.size() > 200) {
+        some += ", ...";
+        break;
       }
+      some += (some.empty() ? "" : ", ") + f;
     }
-    for (const auto& name : c.names_) {
-      if (!weight_map.count(name)) {
-        return Status::Corrupt(index_path + ": tensor '" + name + "' in " +
-                               c.shards_[c.by_name_[name].shard].filename + " is not listed");
-      }
+    return Status::Corrupt(dir_ + ": " + std::to_string(present.size()) + " .safetensors files (" + some +
+                           ") but no " + kIndexFile + " to tie them together");
+  }
+  if (!present.count(kSingleFile)) {
+    return Status::Corrupt(dir_ + ": '" + *present.begin() + "' is not named " + kSingleFile + " and there is no " +
+                           kIndexFile);
+  }
+  const std::string path = (fs::path(dir_) / kSingleFile).string();
+  MOEPACK_ASSIGN_OR_RETURN(Header h, ReadHeader(path));
+  shards_.push_back(Shard{kSingleFile, path, std::move(h)});
+  return Status::OK();
+}
+
+Status Checkpoint::CheckIndex(const std::string& index_path, const std::map<std::string, std::string>& weight_map) {
+  for (const auto& [name, file] : weight_map) {
+    const TensorLocation* loc = Find(name);
+    if (!loc) return Status::Corrupt(index_path + ": tensor '" + name + "' is listed in " + file + " but absent");
+    if (shards_[loc->shard].filename != file) {
+      return Status::Corrupt(index_path + ": tensor '" + name + "' is listed in " + file + " but stored in " +
+                             shards_[loc->shard].filename);
     }
   }
+  for (const auto& name : names_) {
+    if (!weight_map.count(name)) {
+      return Status::Corrupt(index_path + ": tensor '" + name + "' in " + shards_[by_name_[name].shard].filename +
+                             " is not listed");
+    }
+  }
+  return Status::OK();
+}
 
-  // Everything else is carried over as is.
+// Everything else is carried over as is.
+Status Checkpoint::CollectAuxFiles(const std::string& index_path, const std::set<std::string>& weight_files) {
+  const fs::path dir(dir_);
   const std::string index_name = index_path.empty() ? std::string() : fs::path(index_path).filename().string();
-  std::set<std::string> weight_files(present.begin(), present.end());
+  std::error_code ec;
   for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::recursive_directory_iterator();
        it.increment(ec)) {
     // Lexical: fs::relative would resolve symlinks (every file of a Hub cache
@@ -186,11 +214,11 @@ Result<Checkpoint> Checkpoint::Open(const std::string& path) {
     }
     if (!it->is_regular_file(fec)) continue;
     if (it.depth() == 0 && (weight_files.count(rel) || rel == kIndexFile || rel == index_name)) continue;
-    c.aux_files_.push_back(rel);
+    aux_files_.push_back(rel);
   }
-  if (ec) return Status::IOError(c.dir_ + ": cannot list directory (" + ec.message() + ")");
-  std::sort(c.aux_files_.begin(), c.aux_files_.end());
-  return c;
+  if (ec) return Status::IOError(dir_ + ": cannot list directory (" + ec.message() + ")");
+  std::sort(aux_files_.begin(), aux_files_.end());
+  return Status::OK();
 }
 
 }  // namespace moepack

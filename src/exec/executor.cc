@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 
@@ -149,159 +150,207 @@ Status CheckDestination(const std::string& src_dir, const std::string& dst, bool
   return Status::OK();
 }
 
-Result<ExecuteReport> Execute(const Plan& plan, const std::string& dst, const ExecuteOptions& options) {
-  MOEPACK_RETURN_IF_ERROR(CheckDestination(plan.src_dir, dst, options.force));
-  ExecuteReport report;
+namespace {
 
-  // Open every source first: a vanished file fails before anything is made.
-  std::vector<File> srcs;
-  for (const auto& p : plan.src_files) {
-    MOEPACK_ASSIGN_OR_RETURN(File f, File::OpenRead(p));
-    srcs.push_back(std::move(f));
+// One execution, in steps: open the sources, make the temporary output
+// with its shard files and jobs, run the workers, write the index and the
+// other files, publish.
+class Execution {
+ public:
+  Execution(const Plan& plan, const std::string& dst, const ExecuteOptions& options)
+      : plan_(plan), dst_(dst), options_(options) {}
+
+  Result<ExecuteReport> Run() {
+    MOEPACK_RETURN_IF_ERROR(CheckDestination(plan_.src_dir, dst_, options_.force));
+    // Every source first: a vanished file fails before anything is made.
+    for (const auto& p : plan_.src_files) {
+      MOEPACK_ASSIGN_OR_RETURN(File f, File::OpenRead(p));
+      srcs_.push_back(std::move(f));
+    }
+    MOEPACK_ASSIGN_OR_RETURN(out_, internal::AtomicDir::Begin(dst_, options_.force, &report_.removed_stale));
+    MOEPACK_RETURN_IF_ERROR(CheckFreeSpace());
+    MOEPACK_RETURN_IF_ERROR(MakeShards());
+    MOEPACK_RETURN_IF_ERROR(Copy());
+    MOEPACK_RETURN_IF_ERROR(CloseShards());
+    MOEPACK_RETURN_IF_ERROR(WriteIndex());
+    MOEPACK_RETURN_IF_ERROR(CopyAuxFiles());
+    MOEPACK_RETURN_IF_ERROR(out_->Commit(options_.sync));
+    report_.bytes_written = total_;
+    return report_;
   }
-  uint64_t need = plan.index_json.size();
-  for (const auto& s : plan.shards) need += s.layout.file_size();
-  std::error_code ec;
-  for (const auto& a : plan.aux_files) need += fs::file_size(fs::path(plan.src_dir) / a, ec);
 
-  MOEPACK_ASSIGN_OR_RETURN(auto out, internal::AtomicDir::Begin(dst, options.force, &report.removed_stale));
-  struct statvfs vfs;
-  if (::statvfs(out->path().c_str(), &vfs) == 0) {
+ private:
+  Status CheckFreeSpace() const {
+    uint64_t need = plan_.index_json.size();
+    for (const auto& s : plan_.shards) need += s.layout.file_size();
+    std::error_code ec;
+    for (const auto& a : plan_.aux_files) need += fs::file_size(fs::path(plan_.src_dir) / a, ec);
+    struct statvfs vfs;
+    if (::statvfs(out_->path().c_str(), &vfs) != 0) return Status::OK();
     const uint64_t avail = static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
     if (avail < need) {
-      return Status::IOError(dst + ": not enough free space (" + std::to_string(need) + " bytes needed, " +
+      return Status::IOError(dst_ + ": not enough free space (" + std::to_string(need) + " bytes needed, " +
                              std::to_string(avail) + " available)");
     }
+    return Status::OK();
   }
 
-  std::vector<File> dsts;
-  std::vector<Lane> lanes(plan.shards.size());
-  for (uint32_t si = 0; si < plan.shards.size(); ++si) {
-    std::vector<Job>& jobs = lanes[si].jobs;
-    const PlannedShard& shard = plan.shards[si];
-    MOEPACK_ASSIGN_OR_RETURN(File f, File::Create(out->path() + "/" + shard.filename));
-    MOEPACK_RETURN_IF_ERROR(f.WriteAt(0, shard.layout.prefix.data(), shard.layout.prefix.size()));
-    MOEPACK_RETURN_IF_ERROR(f.Truncate(shard.layout.file_size()));
-    dsts.push_back(std::move(f));
-    std::unordered_map<std::string_view, const TensorInfo*> placed;
-    for (const auto& ti : shard.layout.tensors) placed.emplace(ti.name, &ti);
-    for (size_t k = 0; k < shard.tensors.size(); ++k) {
-      const PlannedTensor& t = plan.tensors[shard.tensors[k]];
-      auto it = placed.find(t.name);
-      if (it == placed.end()) return Status::Corrupt("internal: tensor '" + t.name + "' missing from its shard layout");
-      const TensorInfo* info = it->second;
-      const uint64_t base = shard.layout.prefix.size() + info->begin;
-      for (const CopyRange& c : t.copies) {
-        for (uint64_t off = 0; off < c.length; off += kJobBytes) {
-          jobs.push_back(Job{si, base + c.dst_offset + off, &c, nullptr, off, std::min(kJobBytes, c.length - off)});
+  // Creates each shard file at its final size, header written, and its lane
+  // of jobs in destination order.
+  Status MakeShards() {
+    lanes_.resize(plan_.shards.size());
+    for (uint32_t si = 0; si < plan_.shards.size(); ++si) {
+      std::vector<Job>& jobs = lanes_[si].jobs;
+      const PlannedShard& shard = plan_.shards[si];
+      MOEPACK_ASSIGN_OR_RETURN(File f, File::Create(out_->path() + "/" + shard.filename));
+      MOEPACK_RETURN_IF_ERROR(f.WriteAt(0, shard.layout.prefix.data(), shard.layout.prefix.size()));
+      MOEPACK_RETURN_IF_ERROR(f.Truncate(shard.layout.file_size()));
+      dsts_.push_back(std::move(f));
+      std::unordered_map<std::string_view, const TensorInfo*> placed;
+      for (const auto& ti : shard.layout.tensors) placed.emplace(ti.name, &ti);
+      for (size_t k = 0; k < shard.tensors.size(); ++k) {
+        const PlannedTensor& t = plan_.tensors[shard.tensors[k]];
+        auto it = placed.find(t.name);
+        if (it == placed.end()) return Status::Corrupt("internal: tensor '" + t.name + "' missing from its shard layout");
+        const uint64_t base = shard.layout.prefix.size() + it->second->begin;
+        for (const CopyRange& c : t.copies) {
+          for (uint64_t off = 0; off < c.length; off += kJobBytes) {
+            jobs.push_back(Job{si, base + c.dst_offset + off, &c, nullptr, off, std::min(kJobBytes, c.length - off)});
+          }
+        }
+        for (const TransposeBlock& b : t.transposes) {
+          jobs.push_back(Job{si, base + b.dst_offset, nullptr, &b, 0, b.rows * b.cols * b.elem_bytes});
         }
       }
-      for (const TransposeBlock& b : t.transposes) {
-        jobs.push_back(Job{si, base + b.dst_offset, nullptr, &b, 0, b.rows * b.cols * b.elem_bytes});
+    }
+    for (Lane& lane : lanes_) {
+      std::sort(lane.jobs.begin(), lane.jobs.end(),
+                [](const Job& a, const Job& b) { return a.dst_offset < b.dst_offset; });
+      lane.unfinished = lane.jobs.size();
+      for (const Job& j : lane.jobs) {
+        lane.bytes_left += j.part_length;
+        if (j.transpose) lane.max_writers = 64;
       }
+      total_ += lane.bytes_left;
     }
-  }
-  uint64_t total = 0;
-  for (Lane& lane : lanes) {
-    std::sort(lane.jobs.begin(), lane.jobs.end(),
-              [](const Job& a, const Job& b) { return a.dst_offset < b.dst_offset; });
-    lane.unfinished = lane.jobs.size();
-    for (const Job& j : lane.jobs) {
-      lane.bytes_left += j.part_length;
-      if (j.transpose) lane.max_writers = 64;
-    }
-    total += lane.bytes_left;
+    return Status::OK();
   }
 
-  std::atomic<uint64_t> done{0};
-  std::mutex mu;  // guards lanes and the error
-  bool failed = false;
-  Status first_error;
-  auto worker = [&] {
+  // The next job for a worker that holds `lane` (null: none yet), or
+  // nullopt when there is nothing left for it or the run failed.
+  std::optional<Job> Next(Lane*& lane) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!failed_ && options_.cancel && options_.cancel->load(std::memory_order_relaxed)) {
+      first_error_ = Status::IOError(dst_ + ": interrupted; nothing was written");
+      failed_ = true;
+    }
+    if (failed_) return std::nullopt;
+    if (lane && lane->next == lane->jobs.size()) {
+      --lane->writers;
+      lane = nullptr;
+    }
+    if (!lane) lane = ClaimLane(lanes_);
+    if (!lane) return std::nullopt;
+    Job j = lane->jobs[lane->next++];
+    lane->bytes_left -= j.part_length;
+    return j;
+  }
+
+  void Fail(const Status& st) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (first_error_.ok()) first_error_ = st;
+    failed_ = true;
+  }
+
+  void Worker() {
     std::vector<char> buf, tin, tout;
     bool use_cfr = true;
     Lane* lane = nullptr;
-    for (;;) {
-      Job j;
-      {
-        std::lock_guard<std::mutex> lock(mu);
-        if (!failed && options.cancel && options.cancel->load(std::memory_order_relaxed)) {
-          first_error = Status::IOError(dst + ": interrupted; nothing was written");
-          failed = true;
-        }
-        if (failed) return;
-        if (lane && lane->next == lane->jobs.size()) {
-          --lane->writers;
-          lane = nullptr;
-        }
-        if (!lane) lane = ClaimLane(lanes);
-        if (!lane) return;
-        j = lane->jobs[lane->next++];
-        lane->bytes_left -= j.part_length;
-      }
-      Status st;
-      if (j.copy) {
-        st = CopyBytes(srcs[j.copy->src_file], j.copy->src_offset + j.part_offset, dsts[j.dst_file], j.dst_offset,
-                       j.part_length, buf, use_cfr);
-      } else {
-        st = TransposeBytes(srcs[j.transpose->src_file], *j.transpose, dsts[j.dst_file], j.dst_offset, tin, tout);
-      }
+    while (auto j = Next(lane)) {
+      Status st = j->copy ? CopyBytes(srcs_[j->copy->src_file], j->copy->src_offset + j->part_offset,
+                                      dsts_[j->dst_file], j->dst_offset, j->part_length, buf, use_cfr)
+                          : TransposeBytes(srcs_[j->transpose->src_file], *j->transpose, dsts_[j->dst_file],
+                                           j->dst_offset, tin, tout);
       // Writeback starts behind the copy instead of all at the fsync: the disk
       // works while the next job copies (a 1-layer conversion took 40% less
       // time on the benchmark machine, see docs/benchmarks.md).
-      if (st.ok() && options.sync) dsts[j.dst_file].StartWriteback(j.dst_offset, j.part_length);
+      if (st.ok() && options_.sync) dsts_[j->dst_file].StartWriteback(j->dst_offset, j->part_length);
       bool file_complete = false;
       if (st.ok()) {
-        std::lock_guard<std::mutex> lock(mu);
+        std::lock_guard<std::mutex> lock(mu_);
         file_complete = --lane->unfinished == 0;
       }
       // Flushing a finished file here overlaps it with the copying of others.
-      if (st.ok() && file_complete && options.sync) st = dsts[j.dst_file].Sync();
-      if (!st.ok()) {
-        std::lock_guard<std::mutex> lock(mu);
-        if (first_error.ok()) first_error = st;
-        failed = true;
-        return;
-      }
-      const uint64_t d = done.fetch_add(j.part_length) + j.part_length;
-      if (options.progress) options.progress(d, total);
+      if (st.ok() && file_complete && options_.sync) st = dsts_[j->dst_file].Sync();
+      if (!st.ok()) return Fail(st);
+      const uint64_t d = done_.fetch_add(j->part_length) + j->part_length;
+      if (options_.progress) options_.progress(d, total_);
     }
-  };
-  int nthreads = options.threads > 0 ? options.threads : static_cast<int>(std::thread::hardware_concurrency());
-  nthreads = std::max(1, std::min(nthreads, 64));
-  std::vector<std::thread> pool;
-  for (int t = 1; t < nthreads; ++t) pool.emplace_back(worker);
-  worker();
-  for (auto& t : pool) t.join();
-  if (!first_error.ok()) return first_error;
+  }
 
-  for (size_t i = 0; i < dsts.size(); ++i) {
-    if (lanes[i].jobs.empty() && options.sync) MOEPACK_RETURN_IF_ERROR(dsts[i].Sync());  // a shard of empty tensors
-    MOEPACK_RETURN_IF_ERROR(dsts[i].Close());
+  Status Copy() {
+    int nthreads = options_.threads > 0 ? options_.threads : static_cast<int>(std::thread::hardware_concurrency());
+    nthreads = std::max(1, std::min(nthreads, 64));
+    std::vector<std::thread> pool;
+    for (int t = 1; t < nthreads; ++t) pool.emplace_back([this] { Worker(); });
+    Worker();
+    for (auto& t : pool) t.join();
+    return first_error_;
   }
-  if (!plan.index_json.empty()) {
+
+  Status CloseShards() {
+    for (size_t i = 0; i < dsts_.size(); ++i) {
+      if (lanes_[i].jobs.empty() && options_.sync) MOEPACK_RETURN_IF_ERROR(dsts_[i].Sync());  // a shard of empty tensors
+      MOEPACK_RETURN_IF_ERROR(dsts_[i].Close());
+    }
+    return Status::OK();
+  }
+
+  Status WriteIndex() const {
+    if (plan_.index_json.empty()) return Status::OK();
     // Synced like the shards: after the rename, the index must be on disk too.
-    MOEPACK_ASSIGN_OR_RETURN(File index, File::Create(out->path() + "/" + kIndexFile));
-    MOEPACK_RETURN_IF_ERROR(index.WriteAt(0, plan.index_json.data(), plan.index_json.size()));
-    if (options.sync) MOEPACK_RETURN_IF_ERROR(index.Sync());
-    MOEPACK_RETURN_IF_ERROR(index.Close());
+    MOEPACK_ASSIGN_OR_RETURN(File index, File::Create(out_->path() + "/" + kIndexFile));
+    MOEPACK_RETURN_IF_ERROR(index.WriteAt(0, plan_.index_json.data(), plan_.index_json.size()));
+    if (options_.sync) MOEPACK_RETURN_IF_ERROR(index.Sync());
+    return index.Close();
   }
-  std::vector<char> buf;
-  for (const std::string& rel : plan.aux_files) {
-    const fs::path to = fs::path(out->path()) / rel;
-    fs::create_directories(to.parent_path(), ec);
-    if (ec) return Status::IOError(to.parent_path().string() + ": cannot create directory (" + ec.message() + ")");
-    MOEPACK_ASSIGN_OR_RETURN(File in, File::OpenRead((fs::path(plan.src_dir) / rel).string()));
-    MOEPACK_ASSIGN_OR_RETURN(uint64_t size, in.Size());
-    MOEPACK_ASSIGN_OR_RETURN(File o, File::Create(to.string()));
-    bool use_cfr = true;
-    MOEPACK_RETURN_IF_ERROR(CopyBytes(in, 0, o, 0, size, buf, use_cfr));
-    if (options.sync) MOEPACK_RETURN_IF_ERROR(o.Sync());
-    MOEPACK_RETURN_IF_ERROR(o.Close());
+
+  Status CopyAuxFiles() const {
+    std::vector<char> buf;
+    std::error_code ec;
+    for (const std::string& rel : plan_.aux_files) {
+      const fs::path to = fs::path(out_->path()) / rel;
+      fs::create_directories(to.parent_path(), ec);
+      if (ec) return Status::IOError(to.parent_path().string() + ": cannot create directory (" + ec.message() + ")");
+      MOEPACK_ASSIGN_OR_RETURN(File in, File::OpenRead((fs::path(plan_.src_dir) / rel).string()));
+      MOEPACK_ASSIGN_OR_RETURN(uint64_t size, in.Size());
+      MOEPACK_ASSIGN_OR_RETURN(File o, File::Create(to.string()));
+      bool use_cfr = true;
+      MOEPACK_RETURN_IF_ERROR(CopyBytes(in, 0, o, 0, size, buf, use_cfr));
+      if (options_.sync) MOEPACK_RETURN_IF_ERROR(o.Sync());
+      MOEPACK_RETURN_IF_ERROR(o.Close());
+    }
+    return Status::OK();
   }
-  MOEPACK_RETURN_IF_ERROR(out->Commit(options.sync));
-  report.bytes_written = total;
-  return report;
+
+  const Plan& plan_;
+  const std::string& dst_;
+  const ExecuteOptions& options_;
+  ExecuteReport report_;
+  std::vector<File> srcs_, dsts_;
+  std::unique_ptr<internal::AtomicDir> out_;
+  std::vector<Lane> lanes_;
+  uint64_t total_ = 0;
+  std::atomic<uint64_t> done_{0};
+  std::mutex mu_;  // guards lanes_ and the error
+  bool failed_ = false;
+  Status first_error_;
+};
+
+}  // namespace
+
+Result<ExecuteReport> Execute(const Plan& plan, const std::string& dst, const ExecuteOptions& options) {
+  return Execution(plan, dst, options).Run();
 }
 
 }  // namespace moepack

@@ -263,7 +263,7 @@ class RuleSet::Parser {
         }
       }
       if (!known) return r.Error("role", "unknown role '" + name + "' (gate_up, up or down)");
-      *tp_dim = *role == ExpertRole::kDown ? 2 : 1;
+      *tp_dim = RoleIntermediateDim(*role);
     }
     if (r.j().contains("tp_dim")) {
       const json& d = r.j()["tp_dim"];
@@ -616,5 +616,17 @@ std::string_view RoleName(ExpertRole r) {
   }
   return "";
 }
+
+int RoleIntermediateDim(ExpertRole r) {
+  switch (r) {
+    case ExpertRole::kGateUp:
+    case ExpertRole::kUp: return 1;
+    case ExpertRole::kDown: return 2;
+    case ExpertRole::kNone: break;
+  }
+  return 0;
+}
+
+int RoleParts(ExpertRole r) { return r == ExpertRole::kGateUp ? 2 : 1; }
 
 }  // namespace moepack

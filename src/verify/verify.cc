@@ -276,7 +276,8 @@ Result<std::vector<ForwardCheck>> RunForward(const Side& a, const Side& b, const
     auto first = ia.find(fused ? l.fused.begin()->second[0] : l.gate_up_down.begin()->second[0]);
     if (first == ia.end() || first->second->shape.size() != 2) continue;
     const Piece& g = *first->second;
-    const uint64_t I = fused ? g.shape[0] / 2 : g.shape[0], H = g.shape[1];
+    // gate [I, H] per expert, or gate_up [2I, H] in v5's layout: gate rows, then up.
+    const uint64_t I = g.shape[0] / (fused ? RoleParts(ExpertRole::kGateUp) : 1), H = g.shape[1];
     if (I == 0 || H == 0) continue;
     // Nor does a layer whose SRC lacks an expert or a projection (convert
     // copies such a layer as it is).

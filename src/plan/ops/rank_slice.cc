@@ -10,8 +10,6 @@ namespace {
 // does not give quantization_config.weight_block_size.
 constexpr uint64_t kDefaultBlock = 128;
 
-int PartsOf(ExpertRole r) { return r == ExpertRole::kGateUp ? 2 : 1; }
-
 }  // namespace
 
 uint64_t Total(const Intervals& v) {
@@ -44,7 +42,7 @@ SliceRole RoleOf(const RuleSet& rules, const ModelConfig* config, std::string_vi
     r.role = tr.role;
     r.tp_dim = tr.tp_dim;
   }
-  r.parts = PartsOf(r.role);
+  r.parts = RoleParts(r.role);
   return r;
 }
 
