@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "ckpt_util.h"
+#include "moepack/rules.h"
 #include "testutil.h"
 
 namespace moepack {
@@ -20,9 +21,6 @@ using nlohmann::json;
 using testing::RawTensor;
 using testing::TempDir;
 
-const std::vector<std::string> kFamilies = {
-    "qwen2_moe", "qwen3_moe",      "qwen3_next", "olmoe",   "deepseek_v2",    "deepseek_v3",  "glm4_moe",   "dots1",
-    "hunyuan_v1_moe", "mixtral", "minimax",    "phimoe", "qwen3_omni_moe", "qwen3_vl_moe", "qwen3_5_moe"};
 
 // MoE layers of the tiny preset (4 layers, 8 experts): families with dense
 // first layers start at first_k_dense_replace (read from config.json);
@@ -96,7 +94,8 @@ TEST_P(InspectEvery, JsonDescribesTheCheckpoint) {
 
 std::vector<InspectCase> InspectCases() {
   std::vector<InspectCase> v;
-  for (const auto& f : kFamilies) {
+  // Every built-in family, so that a new rule file cannot go untested.
+  for (const auto& f : BuiltinFamilies()) {
     v.push_back({f, "per-expert"});
     v.push_back({f, "fused"});
   }

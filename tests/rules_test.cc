@@ -143,6 +143,33 @@ TEST(RuleFile, MalformedRulesAreRefusedNamingTheRule) {
        {"fusions[0] (\"down_proj\")", "member \"sources\""}},
       {"E declared as a dim", [](json& j) { j["dims"]["E"] = {"num_experts"}; }, {"member \"dims\"", "'E'"}},
       {"fusions without an expert count", [](json& j) { j.erase("num_experts"); }, {"member \"num_experts\""}},
+      {"an unknown role", [](json& j) { j["fusions"][1]["role"] = "gate"; },
+       {"fusions[1] (\"gate_up_proj\")", "member \"role\"", "unknown role 'gate'"}},
+      {"a tp_dim without a role", [](json& j) { j["fusions"][0]["tp_dim"] = 2; },
+       {"fusions[0] (\"down_proj\")", "member \"tp_dim\"", "needs a role"}},
+      {"a tp_dim outside the fused tensor",
+       [](json& j) {
+         j["fusions"][0]["role"] = "down";
+         j["fusions"][0]["tp_dim"] = 3;
+       },
+       {"fusions[0] (\"down_proj\")", "member \"tp_dim\"", "1 or 2"}},
+      {"scales with a role of their own",
+       [](json& j) {
+         j["fusions"][1]["role"] = "gate_up";
+         j["fusions"][2]["role"] = "down";
+       },
+       {"fusions[2] (\"gate_up_proj_scale_inv\")", "member \"role\"", "role and tp_dim of their weights"}},
+      {"two scale fusions for one weight",
+       [](json& j) {
+         json again = j["fusions"][2];
+         again["name"] = "again";
+         again["target"] = "{prefix}mlp.experts.again";
+         again["sources"] = {"{prefix}mlp.experts.{expert}.a.s", "{prefix}mlp.experts.{expert}.b.s"};
+         j["fusions"].push_back(again);
+       },
+       {"fusions[3] (\"again\")", "member \"scale_of\"", "already has scales"}},
+      {"a transpose with an unknown role", [](json& j) { j["transposes"][0]["role"] = "gateup"; },
+       {"transposes[0] (\"stacked\")", "member \"role\""}},
       {"nothing to convert",
        [](json& j) {
          j.erase("fusions");
@@ -160,6 +187,43 @@ TEST(RuleFile, MalformedRulesAreRefusedNamingTheRule) {
     EXPECT_EQ(rs.status().code(), Status::Code::kInvalidArgument) << c.what;
     EXPECT_EQ(msg.rfind("custom.json: ", 0), 0u) << c.what << ": " << msg;
     for (const auto& e : c.expect) EXPECT_NE(msg.find(e), std::string::npos) << c.what << ": '" << e << "' not in: " << msg;
+  }
+}
+
+TEST(RuleFile, RolesSayWhatAFusedTensorIsAndScalesTakeTheirWeights) {
+  json j = BaseRules();
+  j["fusions"][0]["role"] = "down";
+  j["fusions"][1]["role"] = "gate_up";
+  j["transposes"][0]["role"] = "up";
+  j["transposes"][0]["tp_dim"] = 2;
+  auto rs = RuleSet::Parse(j.dump(), "custom.json");
+  ASSERT_TRUE(rs.ok()) << rs.status().message();
+  const auto& f = rs->fusions();
+  EXPECT_EQ(f[0].role, ExpertRole::kDown);
+  EXPECT_EQ(f[0].tp_dim, 2);  // down [E, H, I]: I is dim 2
+  EXPECT_EQ(f[1].role, ExpertRole::kGateUp);
+  EXPECT_EQ(f[1].tp_dim, 1);  // gate_up [E, 2I, H]
+  EXPECT_EQ(f[2].role, ExpertRole::kGateUp);  // the scales of gate_up_proj
+  EXPECT_EQ(f[2].tp_dim, 1);
+  EXPECT_EQ(rs->transposes()[0].role, ExpertRole::kUp);
+  EXPECT_EQ(rs->transposes()[0].tp_dim, 2);  // given, not the role's default
+  EXPECT_EQ(rs->WeightOf(2), 1);
+  EXPECT_EQ(rs->ScalesOf(1), 2);
+  EXPECT_EQ(rs->WeightOf(1), -1);
+  EXPECT_EQ(rs->ScalesOf(0), -1);
+  // Without a role a fused tensor is only known as fused.
+  auto plain = RuleSet::Parse(BaseRules().dump(), "custom.json");
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(plain->fusions()[1].role, ExpertRole::kNone);
+  EXPECT_EQ(plain->fusions()[1].tp_dim, 0);
+}
+
+TEST(RuleFile, EveryBuiltinFusedWeightHasARole) {
+  for (const std::string& family : BuiltinFamilies()) {
+    auto rs = BuiltinRules(family);
+    ASSERT_TRUE(rs.ok()) << family << ": " << rs.status().message();
+    for (const FusionRule& f : rs->fusions()) EXPECT_NE(f.role, ExpertRole::kNone) << family << " " << f.name;
+    for (const TransposeRule& t : rs->transposes()) EXPECT_NE(t.role, ExpertRole::kNone) << family << " " << t.name;
   }
 }
 

@@ -135,6 +135,8 @@ class RuleSet {
   std::optional<TransposeMatch> MatchTranspose(std::string_view name) const;
 
   std::string SourceName(int fusion, int source, std::string_view prefix, int64_t expert) const;
+  // SourceName with the renames undone: the name the Hub stores it under.
+  std::string HubSourceName(int fusion, int source, std::string_view prefix, int64_t expert) const;
   std::string TargetName(int fusion, std::string_view prefix) const;
 
   // The weight fusion whose scales fusion `f` holds, or -1; the scale

@@ -219,8 +219,7 @@ Status Planner::FinishGroups() {
           return Status::Corrupt(label + ": expert " + std::to_string(j) + " has " +
                                  SourceLabel(rules_, g.fusion, static_cast<int>(other)) + " but no " +
                                  SourceLabel(rules_, g.fusion, static_cast<int>(k)) + " ('" +
-                                 rules_.Rename(rules_.SourceName(g.fusion, static_cast<int>(k), g.prefix, j),
-                                               Direction::kToPerExpert) +
+                                 rules_.HubSourceName(g.fusion, static_cast<int>(k), g.prefix, j) +
                                  "' is missing)");
         }
       }
@@ -258,41 +257,28 @@ Status Planner::AddFused(const FuseGroup& g) {
   const FusionRule& f = rules_.fusions()[g.fusion];
   const size_t K = f.sources.size();
   const Source* first = g.experts.begin()->second[0];
-  const DType dtype = first->info->dtype;
-  const std::vector<uint64_t> shape = first->info->shape;
   const std::string label = GroupLabel(g.prefix, rules_, g.fusion);
+  auto expert = [&](int64_t j, size_t k) {
+    return "expert " + std::to_string(j) + " " + SourceLabel(rules_, g.fusion, static_cast<int>(k));
+  };
+  const std::string first_label = expert(g.experts.begin()->first, 0);
+  MOEPACK_ASSIGN_OR_RETURN(ops::FusionOp op,
+                           ops::FuseOf(rules_, *src_.config(), g.fusion, g.prefix, g.experts.size(), first->info->dtype,
+                                       first->info->shape, label + ": " + first_label + " ('" + first->name + "')"));
   for (const auto& [j, slot] : g.experts) {
     for (size_t k = 0; k < K; ++k) {
-      const TensorInfo& t = *slot[k]->info;
-      if (t.dtype != dtype) {
-        return Status::Corrupt(label + ": expert " + std::to_string(j) + " " +
-                               SourceLabel(rules_, g.fusion, static_cast<int>(k)) + " is " +
-                               std::string(DTypeName(t.dtype)) + " but expert " +
-                               std::to_string(g.experts.begin()->first) + " " + SourceLabel(rules_, g.fusion, 0) +
-                               " is " + std::string(DTypeName(dtype)));
-      }
-      if (t.shape != shape) {
-        return Status::Corrupt(label + ": expert " + std::to_string(j) + " " +
-                               SourceLabel(rules_, g.fusion, static_cast<int>(k)) + " has shape " +
-                               internal::ShapeString(t.shape) + " but expert " + std::to_string(g.experts.begin()->first) + " " +
-                               SourceLabel(rules_, g.fusion, 0) + " has " + internal::ShapeString(shape) +
-                               " (fused sources must share one shape)");
-      }
+      MOEPACK_RETURN_IF_ERROR(
+          op.CheckSource(slot[k]->info->dtype, slot[k]->info->shape, label + ": " + expert(j, k), first_label));
     }
   }
-  MOEPACK_ASSIGN_OR_RETURN(
-      ops::FusionOp op,
-      ops::FuseOf(rules_, *src_.config(), g.fusion, g.prefix, g.experts.size(), dtype, shape,
-                  label + ": expert " + std::to_string(g.experts.begin()->first) + " " +
-                      SourceLabel(rules_, g.fusion, 0) + " ('" + first->name + "')"));
   PlannedTensor out;
   out.name = rules_.TargetName(g.fusion, g.prefix);
-  out.dtype = dtype;
+  out.dtype = op.dtype();
   out.shape = op.fused_shape();
   out.nbytes = op.fused_bytes();
   out.op = TensorOp::kFuse;
   out.rule = f.name;
-  fused_[{g.fusion, g.prefix}] = dtype;
+  fused_[{g.fusion, g.prefix}] = op.dtype();
   for (const auto& [j, slot] : g.experts) {
     for (size_t k = 0; k < K; ++k) {
       AddPieces(out, slot[k]->file, slot[k]->abs_begin(), op.SourceInFused(static_cast<uint64_t>(j), k));
@@ -311,8 +297,7 @@ Status Planner::AddSplit(const Source& s, const RuleSet::TargetMatch& m) {
   for (uint64_t j = 0; j < op.experts(); ++j) {
     for (uint64_t k = 0; k < op.sources(); ++k) {
       PlannedTensor out;
-      out.name = rules_.Rename(rules_.SourceName(m.fusion, static_cast<int>(k), m.prefix, static_cast<int64_t>(j)),
-                               Direction::kToPerExpert);
+      out.name = rules_.HubSourceName(m.fusion, static_cast<int>(k), m.prefix, static_cast<int64_t>(j));
       out.dtype = t.dtype;
       out.shape = op.source_shape();
       out.nbytes = op.source_bytes();

@@ -499,6 +499,10 @@ std::string RuleSet::SourceName(int fusion, int source, std::string_view prefix,
   return compiled_->sources[fusion][source].Render(prefix, expert);
 }
 
+std::string RuleSet::HubSourceName(int fusion, int source, std::string_view prefix, int64_t expert) const {
+  return Rename(SourceName(fusion, source, prefix, expert), Direction::kToPerExpert);
+}
+
 std::string RuleSet::TargetName(int fusion, std::string_view prefix) const {
   return compiled_->targets[fusion].Render(prefix, -1);
 }

@@ -35,6 +35,7 @@ struct StreamingConverter::State {
   struct Pending {
     int fusion;
     ops::FusionOp op;
+    std::string first;  // the source the op was made from, for messages
     std::vector<uint8_t> arrived;  // [expert * K + source]
     uint64_t count = 0;
     OwnedTensor out;
@@ -118,7 +119,8 @@ Result<std::vector<OwnedTensor>> StreamingConverter::State::Fuse(const RuleSet::
     MOEPACK_ASSIGN_OR_RETURN(int64_t E, rules.NumExperts(config, m.prefix));
     MOEPACK_ASSIGN_OR_RETURN(ops::FusionOp op, ops::FuseOf(rules, config, m.fusion, m.prefix, static_cast<uint64_t>(E),
                                                            t.dtype, t.shape, "'" + name + "'"));
-    Pending p{m.fusion, std::move(op), std::vector<uint8_t>(static_cast<uint64_t>(E) * K, 0), 0, {}};
+    Pending p{m.fusion, std::move(op), "expert " + std::to_string(m.expert) + " " + SourceLabel(m.fusion, m.source),
+              std::vector<uint8_t>(static_cast<uint64_t>(E) * K, 0), 0, {}};
     p.out.name = rules.TargetName(m.fusion, m.prefix);
     p.out.dtype = t.dtype;
     p.out.shape = p.op.fused_shape();
@@ -131,12 +133,8 @@ Result<std::vector<OwnedTensor>> StreamingConverter::State::Fuse(const RuleSet::
     return Status::Corrupt(label + ": expert " + std::to_string(m.expert) + " is out of range: config.json says " +
                            std::to_string(p.op.experts()) + " experts ('" + name + "')");
   }
-  if (t.dtype != p.op.dtype() || t.shape != p.op.source_shape()) {
-    return Status::Corrupt(label + ": expert " + std::to_string(m.expert) + " " + SourceLabel(m.fusion, m.source) +
-                           " is " + std::string(DTypeName(t.dtype)) + " " + internal::ShapeString(t.shape) +
-                           ", expected " + std::string(DTypeName(p.op.dtype())) + " " +
-                           internal::ShapeString(p.op.source_shape()));
-  }
+  MOEPACK_RETURN_IF_ERROR(p.op.CheckSource(
+      t.dtype, t.shape, label + ": expert " + std::to_string(m.expert) + " " + SourceLabel(m.fusion, m.source), p.first));
   const uint64_t j = static_cast<uint64_t>(m.expert), k = static_cast<uint64_t>(m.source);
   uint8_t& slot = p.arrived[j * K + k];
   if (slot) {
@@ -167,8 +165,7 @@ Result<std::vector<OwnedTensor>> StreamingConverter::State::Split(const RuleSet:
   for (uint64_t j = 0; j < op.experts(); ++j) {
     for (uint64_t k = 0; k < op.sources(); ++k) {
       OwnedTensor o;
-      o.name = rules.Rename(rules.SourceName(m.fusion, static_cast<int>(k), m.prefix, static_cast<int64_t>(j)),
-                            Direction::kToPerExpert);
+      o.name = rules.HubSourceName(m.fusion, static_cast<int>(k), m.prefix, static_cast<int64_t>(j));
       o.dtype = t.dtype;
       o.shape = op.source_shape();
       o.nbytes = op.source_bytes();

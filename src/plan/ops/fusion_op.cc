@@ -103,6 +103,19 @@ Result<FusionOp> FusionOp::FromFused(const FusionRule& rule, DType dtype, const 
   return op;
 }
 
+Status FusionOp::CheckSource(DType dtype, const std::vector<uint64_t>& shape, const std::string& what,
+                             const std::string& first) const {
+  if (dtype != dtype_) {
+    return Status::Corrupt(what + " is " + std::string(DTypeName(dtype)) + " but " + first + " is " +
+                           std::string(DTypeName(dtype_)));
+  }
+  if (shape != source_shape_) {
+    return Status::Corrupt(what + " has shape " + internal::ShapeString(shape) + " but " + first + " has " +
+                           internal::ShapeString(source_shape_) + " (fused sources must share one shape)");
+  }
+  return Status::OK();
+}
+
 Pieces FusionOp::SourceInFused(uint64_t j, uint64_t k) const {
   const uint64_t K = form_.sources;
   const uint64_t slice = outer_ * chunk_bytes_ * K;  // one expert in the fused tensor

@@ -60,6 +60,12 @@ class FusionOp {
   uint64_t source_bytes() const { return outer_ * chunk_bytes_; }
   uint64_t fused_bytes() const { return experts_ * form_.sources * source_bytes(); }
 
+  // Every source of a fusion has one dtype and shape, so that the inverse
+  // cut is exact: checks one more source (`what`, e.g. "...: expert 3
+  // up_proj.weight") against the one the op was made from (`first`).
+  Status CheckSource(DType dtype, const std::vector<uint64_t>& shape, const std::string& what,
+                     const std::string& first) const;
+
   // Where the bytes of expert j's source k lie in the fused tensor
   // (input: the source tensor, output: the fused tensor). Its Inverse() cuts
   // that source out of the fused tensor.
