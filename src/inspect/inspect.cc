@@ -28,6 +28,13 @@ std::vector<RuleSet> CandidateRules(const Checkpoint& c, std::string* family) {
     if (f == *family) continue;
     if (auto rs = BuiltinRules(f); rs.ok()) all.push_back(std::move(rs).value());
   }
+  // Bound where config.json allows, so that shares of one expert list count
+  // as the experts they are.
+  if (c.config()) {
+    for (RuleSet& rs : all) {
+      if (auto bound = rs.Bind(*c.config()); bound.ok()) rs = std::move(bound).value();
+    }
+  }
   return all;
 }
 

@@ -18,6 +18,7 @@
 
 #include "moepack/checkpoint.h"
 #include "moepack/convert.h"
+#include "plan/ops/pieces.h"
 #include "plan/ops/rank_slice.h"
 #include "plan/ops/transpose_kernel.h"
 #include "util/file.h"
@@ -124,7 +125,8 @@ struct Loader::State {
   mutable std::atomic<uint64_t> read_calls{0};
 
   std::vector<Run> Runs(size_t i) const;
-  Status ReadTransposed(size_t i, const TransposeBlock& b, uint8_t* dst, const std::vector<Run>& runs,
+  Status ReadGather(size_t i, const Gather& g, uint8_t* dst, const std::vector<Run>& runs, Reader& reader) const;
+  Status ReadTransposed(size_t i, const BlockMove& b, uint8_t* dst, const std::vector<Run>& runs,
                         Reader& reader) const;
 };
 
@@ -161,11 +163,39 @@ std::vector<Run> Loader::State::Runs(size_t i) const {
   return runs;
 }
 
-// A TransposeBlock writes the transpose [cols, rows] of a source [rows, cols]
-// matrix at dst_offset of the full tensor. When that region is whole rows of
-// the [E*A, B] view (rows == B), the rank's part of it is a sub-matrix:
-// the needed output rows (source columns) x dim-2 (source rows).
-Status Loader::State::ReadTransposed(size_t i, const TransposeBlock& b, uint8_t* dst, const std::vector<Run>& runs,
+// A gather of other blocks (interleaved gate and up) is computed whole and
+// the rank's bytes kept; a transposed matrix is read as the rank needs it.
+Status Loader::State::ReadGather(size_t i, const Gather& g, uint8_t* dst, const std::vector<Run>& runs,
+                                 Reader& reader) const {
+  if (g.blocks.size() == 1 && g.blocks[0].IsTranspose()) return ReadTransposed(i, g.blocks[0], dst, runs, reader);
+  const LoadTensor& t = tensors[i];
+  const uint64_t lo = g.dst_offset, hi = g.dst_offset + g.length;
+  bool any = t.split == Split::kWhole;
+  for (const Run& r : runs) any = any || (r.full < hi && r.full + r.len > lo);
+  if (!any) return Status::OK();
+  std::vector<uint8_t> in, region(t.split == Split::kWhole ? 0 : g.length);
+  uint8_t* out = t.split == Split::kWhole ? dst + g.dst_offset : region.data();
+  for (const BlockMove& b : g.blocks) {
+    in.resize(b.src_span());
+    MOEPACK_RETURN_IF_ERROR(reader.Add(b.src_file, b.src_offset, in.data(), in.size()));
+    MOEPACK_RETURN_IF_ERROR(reader.Flush());
+    ops::Apply(ops::Block{0, b.dst_offset - g.dst_offset, b.rows, b.cols, b.elem_bytes, b.src_row_stride,
+                          b.src_col_stride, b.dst_row_stride, b.dst_col_stride},
+               in.data(), out);
+  }
+  if (t.split == Split::kWhole) return Status::OK();
+  for (const Run& r : runs) {
+    const uint64_t s = std::max(lo, r.full), e = std::min(hi, r.full + r.len);
+    if (s < e) std::memcpy(dst + r.rank + (s - r.full), region.data() + (s - lo), e - s);
+  }
+  return Status::OK();
+}
+
+// A transposed block writes the transpose [cols, rows] of a source [rows,
+// cols] matrix at dst_offset of the full tensor. When that region is whole
+// rows of the [E*A, B] view (rows == B), the rank's part of it is a
+// sub-matrix: the needed output rows (source columns) x dim-2 (source rows).
+Status Loader::State::ReadTransposed(size_t i, const BlockMove& b, uint8_t* dst, const std::vector<Run>& runs,
                                      Reader& reader) const {
   const LoadTensor& t = tensors[i];
   const uint64_t eb = b.elem_bytes;
@@ -352,7 +382,9 @@ class Loader::Opener {
       auto& f = first[k];
       f = {std::numeric_limits<uint32_t>::max(), 0};
       for (const CopyRange& c : pts[k].copies) f = std::min(f, std::make_pair(c.src_file, c.src_offset));
-      for (const TransposeBlock& b : pts[k].transposes) f = std::min(f, std::make_pair(b.src_file, b.src_offset));
+      for (const Gather& g : pts[k].gathers) {
+        for (const BlockMove& b : g.blocks) f = std::min(f, std::make_pair(b.src_file, b.src_offset));
+      }
     }
     s_->plan_index.resize(pts.size());
     std::iota(s_->plan_index.begin(), s_->plan_index.end(), 0u);
@@ -459,9 +491,7 @@ Status Loader::ReadInto(size_t i, void* dst, uint64_t size) const {
     }
   }
   MOEPACK_RETURN_IF_ERROR(reader.Flush());
-  for (const TransposeBlock& b : pt.transposes) {
-    MOEPACK_RETURN_IF_ERROR(s_->ReadTransposed(i, b, out, runs, reader));
-  }
+  for (const Gather& g : pt.gathers) MOEPACK_RETURN_IF_ERROR(s_->ReadGather(i, g, out, runs, reader));
   return Status::OK();
 }
 
