@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "moepack/config.h"
+#include "moepack/layout.h"
 #include "moepack/status.h"
 
 namespace moepack {
@@ -115,15 +116,15 @@ class RuleSet {
   static Result<RuleSet> Parse(std::string_view json_text, const std::string& what);
 
   const std::string& family() const { return family_; }
+  const std::string& description() const { return description_; }
   const std::vector<std::string>& model_types() const { return model_types_; }
   const std::vector<std::string>& architectures() const { return architectures_; }
   const std::vector<RenameRule>& renames() const { return renames_; }
   const std::vector<FusionRule>& fusions() const { return fusions_; }
   const std::vector<TransposeRule>& transposes() const { return transposes_; }
   const std::vector<ChunkRule>& chunks() const { return chunks_; }
-  // What the Hub ships this family as: "per-expert", "fused",
-  // "fused-transposed" or "fused-interleaved".
-  const std::string& hub_layout() const { return hub_layout_; }
+  // What the Hub ships this family as (per-expert unless the file says).
+  MoeLayout hub_layout() const { return hub_layout_; }
 
   // The rules with everything config.json decides resolved (where each
   // fusion's share of an expert list starts). Engines bind before matching;
@@ -221,6 +222,7 @@ class RuleSet {
 
   struct Compiled;
   std::string family_;
+  std::string description_;
   std::vector<std::string> model_types_;
   std::vector<std::string> architectures_;
   std::vector<std::string> num_experts_;
@@ -230,7 +232,7 @@ class RuleSet {
   std::vector<FusionRule> fusions_;
   std::vector<TransposeRule> transposes_;
   std::vector<ChunkRule> chunks_;
-  std::string hub_layout_ = "per-expert";
+  MoeLayout hub_layout_ = MoeLayout::kPerExpert;
   std::vector<int> weight_of_, scales_of_;  // per fusion
   std::vector<int64_t> expert_first_;       // per fusion, from Bind
   std::shared_ptr<const Compiled> compiled_;

@@ -192,17 +192,15 @@ class RuleSet::Parser {
                                             "transposes", "chunks"}));
     MOEPACK_ASSIGN_OR_RETURN(rs_.family_, top_.String("family", true));
     if (rs_.family_.empty()) return top_.Error("family", "must not be empty");
-    MOEPACK_RETURN_IF_ERROR(top_.String("description", false).status());
+    MOEPACK_ASSIGN_OR_RETURN(rs_.description_, top_.String("description", false));
     MOEPACK_ASSIGN_OR_RETURN(std::string hub_layout, top_.String("hub_layout", false));
     if (!hub_layout.empty()) {
-      static const char* kLayouts[] = {"per-expert", "fused", "fused-transposed", "fused-interleaved"};
-      bool known = false;
-      for (const char* l : kLayouts) known = known || hub_layout == l;
-      if (!known) {
+      auto l = ParseLayout(hub_layout);
+      if (!l || *l == MoeLayout::kStacked || *l == MoeLayout::kDense || *l == MoeLayout::kMixed) {
         return top_.Error("hub_layout", "unknown layout '" + hub_layout +
                                             "' (per-expert, fused, fused-transposed or fused-interleaved)");
       }
-      rs_.hub_layout_ = hub_layout;
+      rs_.hub_layout_ = *l;
     }
     MOEPACK_ASSIGN_OR_RETURN(rs_.model_types_, top_.Strings("model_types", false));
     MOEPACK_ASSIGN_OR_RETURN(rs_.architectures_, top_.Strings("architectures", false));
@@ -285,8 +283,8 @@ class RuleSet::Parser {
     }
     if (r.j().contains("tp_dim")) {
       const json& d = r.j()["tp_dim"];
-      if (!d.is_number_integer() || (d.get<int64_t>() != 1 && d.get<int64_t>() != 2)) {
-        return r.Error("tp_dim", "expected 1 or 2 (a dim of the 3-D fused tensor)");
+      if (!d.is_number_integer() || d.get<int64_t>() < 0 || d.get<int64_t>() > 2) {
+        return r.Error("tp_dim", "expected 1 or 2 (a dim of the fused tensor), or 0 (every rank gets it whole)");
       }
       if (*role == ExpertRole::kNone) return r.Error("tp_dim", "needs a role");
       *tp_dim = static_cast<int>(d.get<int64_t>());
@@ -601,13 +599,14 @@ std::string RuleSet::SourceName(int fusion, int source, std::string_view prefix,
 
 std::optional<RuleSet::ChunkMatch> RuleSet::MatchChunk(std::string_view name) const {
   for (size_t c = 0; c < compiled_->chunks.size(); ++c) {
+    // The parts first: their names are the longer, more particular ones.
     const auto& chunk = compiled_->chunks[c];
-    if (auto m = chunk.source.Matches(name)) return ChunkMatch{static_cast<int>(c), -1, std::move(m->prefix)};
     for (size_t k = 0; k < chunk.targets.size(); ++k) {
       if (auto m = chunk.targets[k].Matches(name)) {
         return ChunkMatch{static_cast<int>(c), static_cast<int>(k), std::move(m->prefix)};
       }
     }
+    if (auto m = chunk.source.Matches(name)) return ChunkMatch{static_cast<int>(c), -1, std::move(m->prefix)};
   }
   return std::nullopt;
 }

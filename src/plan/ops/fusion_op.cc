@@ -16,13 +16,17 @@ std::string SymbolTimes(uint64_t k, const std::string& d) {
   return d.find_first_of("*/") == std::string::npos ? n + "*" + d : n + "*(" + d + ")";
 }
 
-std::string ExprString(const std::vector<std::string>& shape) {
+}  // namespace
+
+std::string ShapeExprString(const std::vector<std::string>& shape) {
   std::string s = "[";
   for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + shape[i];
   return s + "]";
 }
 
-}  // namespace
+std::string FusedShapeExpr(const FusionRule& f) {
+  return ShapeExprString(FusedShapeOf<std::string>(FusionForm::Of(f), "E", f.source_shape, SymbolTimes));
+}
 
 FusionOp::FusionOp(const FusionRule& rule, uint64_t experts, DType dtype, std::vector<uint64_t> source_shape)
     : form_(FusionForm::Of(rule)), experts_(experts), dtype_(dtype), source_shape_(std::move(source_shape)) {}
@@ -206,7 +210,7 @@ Status CheckSourceShape(const RuleSet& rules, const ModelConfig& config, int fus
     return Status::OK();
   }
   return Status::Corrupt(what + " has shape " + internal::ShapeString(source) + " but config.json (" + given +
-                         ") gives " + ExprString(f.source_shape) + " = " + internal::ShapeString(want) +
+                         ") gives " + ShapeExprString(f.source_shape) + " = " + internal::ShapeString(want) +
                          " per expert (fusion \"" + f.name + "\")");
 }
 
@@ -221,9 +225,8 @@ Status CheckFusedShape(const RuleSet& rules, const ModelConfig& config, int fusi
   const FusionForm form = FusionForm::Of(f);
   const auto want = FusedShapeOf<uint64_t>(form, static_cast<uint64_t>(experts), source, Times);
   if (fused == want) return Status::OK();
-  const auto expr = FusedShapeOf<std::string>(form, "E", f.source_shape, SymbolTimes);
   return Status::Corrupt(what + " has shape " + internal::ShapeString(fused) + " but config.json (E=" +
-                         std::to_string(experts) + ", " + given + ") gives the fused layout " + ExprString(expr) +
+                         std::to_string(experts) + ", " + given + ") gives the fused layout " + FusedShapeExpr(f) +
                          " = " + internal::ShapeString(want) + " (fusion \"" + f.name +
                          "\"); a transposed or foreign layout is not converted");
 }

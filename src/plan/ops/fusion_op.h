@@ -106,6 +106,12 @@ std::vector<D> FusedShapeOf(const FusionForm& f, D experts, const std::vector<D>
   return out;
 }
 
+// The fused shape of fusion `f` in the symbols of its source_shape:
+// "[E, 2*I, H]". REQUIRES: f.source_shape is not empty.
+std::string FusedShapeExpr(const FusionRule& f);
+// "[E, H, 2*I]" for any shape in symbols.
+std::string ShapeExprString(const std::vector<std::string>& shape);
+
 // Checks one expert's source (`source`, per-expert layout) or a whole fused
 // tensor of fusion `fusion` against the rule's source_shape and config.json.
 // OK when the rule has no source_shape or config.json lacks one of its
