@@ -675,6 +675,14 @@ Result<int64_t> RuleSet::NumExperts(const ModelConfig& config, std::string_view 
       return *v;
     }
   }
+  for (const auto& f : *fields) {
+    // Hunyuan configs may give one count per layer: which layer a name is
+    // in is not something these rules know, so say so instead of guessing.
+    if (config.Has(f) && config.Int(f + ".0")) {
+      return Status::Corrupt("config.json: " + f + " is a list (one expert count per layer); per-layer expert counts "
+                             "are not supported: '" + std::string(prefix) + "' needs a single count");
+    }
+  }
   std::string names;
   for (const auto& f : *fields) names += (names.empty() ? "" : ", ") + f;
   return Status::Corrupt("config.json: no expert count for '" + std::string(prefix) + "' (looked for " + names + ")");
