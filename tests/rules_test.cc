@@ -268,6 +268,39 @@ TEST(RuleFile, EveryBuiltinFamilyParses) {
   EXPECT_NE(unknown.status().message().find("qwen3_moe"), std::string::npos) << unknown.status().message();
 }
 
+// config.json selects a family by model_type (also a Hub alias such as
+// Kimi-K2's), by architectures, or by a nested config's model_type.
+TEST(RuleFile, ConfigsSelectTheirFamily) {
+  struct Case {
+    const char* config;
+    const char* family;
+  };
+  const Case cases[] = {
+      {R"({"model_type": "kimi_k2", "architectures": ["DeepseekV3ForCausalLM"]})", "deepseek_v3"},
+      {R"({"model_type": "kimi_k2"})", "deepseek_v3"},
+      {R"({"model_type": "nemotron_h_custom", "architectures": ["NemotronHForCausalLM"]})", "nemotron_h"},
+      {R"({"model_type": "vlm", "text_config": {"model_type": "glm4v_moe_text"}})", "glm4v_moe"},
+      {R"({"model_type": "qwen3_omni_moe_thinker", "text_config": {"model_type": "qwen3_omni_moe_text"}})",
+       "qwen3_omni_moe_thinker"},
+      {R"({"architectures": ["DeepseekV4ForCausalLM"]})", "deepseek_v4"},
+  };
+  for (const Case& c : cases) {
+    auto config = ModelConfig::Parse(c.config, "config.json");
+    ASSERT_TRUE(config.ok()) << c.config;
+    auto rs = RulesForConfig(*config);
+    ASSERT_TRUE(rs.ok()) << c.config << ": " << rs.status().message();
+    EXPECT_EQ(rs->family(), c.family) << c.config;
+  }
+  // Every family's own model_type selects it.
+  for (const auto& n : testing::AllFamilyNames()) {
+    auto config = ModelConfig::Parse("{\"model_type\": \"" + n.family + "\"}", "config.json");
+    ASSERT_TRUE(config.ok());
+    auto rs = RulesForConfig(*config);
+    ASSERT_TRUE(rs.ok()) << n.family;
+    EXPECT_EQ(rs->family(), n.family);
+  }
+}
+
 // ---- name templates -------------------------------------------------------
 
 RuleSet Qwen3() {

@@ -76,7 +76,7 @@ char NemotronLayerKind(int layer) { return layer % 2 == 1 ? 'E' : (layer + 2) % 
 // heavily compressed (128) and compressed sparse (4, with the indexer) layers.
 uint64_t V4CompressRatio(int layer) { return layer == 0 ? 0 : layer % 2 == 1 ? kCsaRate : kHcaRate; }
 
-uint64_t SharedWidth(const Shared& s, const Dims& d) {
+uint64_t SharedExpertWidth(const Shared& s, const Dims& d) {
   switch (s.width) {
     case SharedWidth::kField:
       return d.shared_intermediate;
@@ -472,7 +472,7 @@ class Builder {
     Experts(block + "experts.", d);
     if (shared.hub.empty()) return;
     Mlp(block.Leaf(std::string(shared.hub) + ".", shared.v5.empty() ? "" : std::string(shared.v5) + "."),
-        SharedWidth(shared, d), H, shared.names, shared.fused_names);
+        SharedExpertWidth(shared, d), H, shared.names, shared.fused_names);
     if (shared.gate) Plain(block + "shared_expert_gate.weight", {1, H}, base_, Fill::kWeight);
   }
 
