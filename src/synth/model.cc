@@ -444,6 +444,7 @@ class Builder {
   }
 
   // Compressed KV: the overlapping compressor (rate 4) projects twice the head dim.
+  // Upstream quantizes none of a compressor's projections (nor weights_proj).
   void V4Compressor(const Name& cp, uint64_t rate, uint64_t hd, uint64_t H) {
     const uint64_t width = rate == kCsaRate ? 2 * hd : hd;
     Plain(cp.Leaf("ape", "position_bias"), {rate, width}, DType::F32, Fill::kWeight);
