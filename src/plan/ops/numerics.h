@@ -40,7 +40,8 @@ float E4M3ToFloat(uint8_t code);
 // [0, .5, 1, 1.5, 2, 3, 4, 6, -0, -.5, -1, -1.5, -2, -3, -4, -6].
 float E2M1ToFloat(uint8_t nibble);
 
-// Exact widenings.
+// Exact widenings: BF16 is its bits shifted up by 16; F16 keeps its value,
+// and a NaN its sign and payload, made quiet (as F16C's vcvtph2ps does).
 float BF16ToFloat(uint16_t bits);
 float F16ToFloat(uint16_t bits);
 

@@ -147,7 +147,8 @@ float F16ToFloat(uint16_t bits) {
   const uint32_t e = (bits >> 10) & 0x1Fu, m = bits & 0x3FFu;
   uint32_t mag;
   if (e == 0x1F) {
-    mag = 0x7F800000u | (m << 13);  // inf, or NaN with its payload
+    // inf, or a NaN with its sign and payload, made quiet as F16C does
+    mag = 0x7F800000u | (m << 13) | (m != 0 ? 0x00400000u : 0u);
   } else if (e != 0) {
     mag = ((e + 127 - 15) << 23) | (m << 13);
   } else if (m != 0) {  // m * 2^-24: shift m up to its implicit bit
