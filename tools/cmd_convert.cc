@@ -1,6 +1,7 @@
 #include <atomic>
 #include <csignal>
 #include <iostream>
+#include <tuple>
 
 #include "command.h"
 #include "moepack/convert.h"
@@ -17,7 +18,7 @@ void OnInterrupt(int) { g_interrupted.store(true); }
 
 Action DefineConvert(CLI::App& sub) {
   struct Flags {
-    std::string src, dst, to = "fused", max_shard = "5GB", dtype;
+    std::string src, dst, to = "fused", max_shard = "5GB", dtype, block_size;
     RuleFlags rules;
     int threads = 0;
     bool dry_run = false, json = false, force = false, no_sync = false;
@@ -31,6 +32,8 @@ Action DefineConvert(CLI::App& sub) {
   sub.add_option("--dtype", f->dtype,
                  "bf16, f16 or f32: dequantize FP8 block-scaled and MXFP4 weights while converting; fp8: quantize")
       ->check(Accepts(ParseDTypeChange));
+  sub.add_option("--block-size", f->block_size, "With --dtype fp8: the scale block, 128 (default) or ROWSxCOLS")
+      ->check(Accepts(ParseBlockSize));
   sub.add_option("--threads", f->threads, "Worker threads (default: one per core)")->check(CLI::Range(0, 64));
   sub.add_flag("--dry-run", f->dry_run, "Plan and validate only; write nothing");
   sub.add_flag("--json", f->json, "Print the plan summary as JSON");
@@ -55,6 +58,7 @@ Action DefineConvert(CLI::App& sub) {
     o.max_shard_size = *size;
     o.source_layout = ToSourceLayout(f->rules.source_layout);
     o.dtype = ParseDTypeChange(f->dtype).value();
+    if (!f->block_size.empty()) std::tie(o.block_rows, o.block_cols) = ParseBlockSize(f->block_size).value();
     o.threads = f->threads;
     o.force = f->force;
     o.sync = !f->no_sync;

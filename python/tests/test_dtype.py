@@ -248,3 +248,90 @@ def test_mxfp4_dequantized_as_transformers_does(tmp_path):
     # Without --dtype a per-expert export would strand the blocks: refused.
     msg = cli_error("convert", src, tmp_path / "pe", "--to", "per-expert")
     assert "gate_up_proj_blocks" in msg and "cannot cut" in msg, msg
+
+
+# ---- quantizing for export ------------------------------------------------------
+
+E4M3_VALUES = e4m3_to_f32(np.arange(256, dtype=np.uint8))
+
+
+def f32_to_e4m3(x):
+    """Round to the nearest e4m3 value, ties to the even code, by search over
+    the 127 non-negative finite codes; |x| past 448 saturates; NaN is 0x7F|sign."""
+    pos = E4M3_VALUES[:127]  # codes 0x00..0x7E, increasing
+    a = np.abs(x)
+    hi = np.clip(np.searchsorted(pos, a), 0, 126)
+    lo = np.clip(hi - 1, 0, 126)
+    dlo, dhi = a - pos[lo], pos[hi] - a
+    pick = np.where(dlo < dhi, lo, np.where(dhi < dlo, hi, np.where(lo % 2 == 0, lo, hi)))
+    pick = np.where(a >= 448, 126, pick).astype(np.uint8)
+    code = pick | np.where(np.signbit(x), 0x80, 0).astype(np.uint8)
+    return np.where(np.isnan(x), 0x7F | (np.signbit(x).astype(np.uint8) << 7), code).astype(np.uint8)
+
+
+def reference_quantize(x, block=(128, 128)):
+    """DeepSeek-style: per block s = amax/448 (amax over non-NaN, 1 when 0), q = e4m3(x / s)."""
+    r, c = x.shape
+    br, bc = block
+    scales = np.zeros(grid(r, c), dtype=np.float32)
+    q = np.zeros((r, c), dtype=np.uint8)
+    for i in range(scales.shape[0]):
+        for j in range(scales.shape[1]):
+            b = x[i * br:(i + 1) * br, j * bc:(j + 1) * bc]
+            finite = b[~np.isnan(b)]
+            amax = np.float32(np.abs(finite).max()) if finite.size else np.float32(0)
+            s = np.float32(1) if amax == 0 else np.float32(amax / np.float32(448))
+            scales[i, j] = s
+            with np.errstate(invalid="ignore"):
+                q[i * br:(i + 1) * br, j * bc:(j + 1) * bc] = f32_to_e4m3((b / s).astype(np.float32))
+    return q, scales
+
+
+def bf16_to_f32(bits):
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def test_quantized_export_matches_the_reference_and_round_trips_within_the_format(tmp_path, synth):
+    src = synth("--model-type", "deepseek_v3", "--dtype", "bf16", "--layers", "4", "--experts", "4", "--hidden",
+                "200", "--intermediate", "136", "--layout", "fused")
+    fp8, back = tmp_path / "fp8", tmp_path / "back"
+    moepack.convert(src, fp8, to="per-expert", dtype="fp8")
+    per_expert = tmp_path / "pe"
+    moepack.convert(src, per_expert, to="per-expert")
+    orig, q = read_safetensors(per_expert), read_safetensors(fp8)
+    quantized = [n for n, (dt, _, _) in q.items() if dt == "F8_E4M3"]
+    assert len(quantized) > 40
+    # The tensors an FP8 DeepSeek-V3 quantizes, and no others: what synth's own FP8 checkpoint holds.
+    ref8 = read_safetensors(synth("--model-type", "deepseek_v3", "--dtype", "fp8", "--layers", "4", "--experts",
+                                  "4", "--hidden", "200", "--intermediate", "136"))
+    assert {n: v[0] for n, v in ref8.items()} == {n: v[0] for n, v in q.items()}
+    for name in quantized:
+        x = bf16_to_f32(orig[name][2])
+        want_q, want_s = reference_quantize(x)
+        assert q[name][2].tobytes() == want_q.tobytes(), name
+        assert q[name + "_scale_inv"][2].tobytes() == want_s.tobytes(), name
+    cfg = json.loads((fp8 / "config.json").read_text())["quantization_config"]
+    assert cfg["quant_method"] == "fp8" and cfg["weight_block_size"] == [128, 128] and cfg["fmt"] == "e4m3"
+    assert "lm_head" in cfg["modules_to_not_convert"]
+    # Back to BF16: within half an e4m3 step of each value (3 mantissa bits:
+    # 2^-4 relative; subnormal steps 2^-9 of the block scale), plus BF16's
+    # own rounding (2^-9 relative).
+    moepack.convert(fp8, back, to="per-expert", dtype="bf16")
+    again = read_safetensors(back)
+    for name in quantized:
+        x, y = bf16_to_f32(orig[name][2]), bf16_to_f32(again[name][2])
+        s = np.repeat(np.repeat(q[name + "_scale_inv"][2], 128, axis=0)[:x.shape[0]], 128, axis=1)[:, :x.shape[1]]
+        bound = np.abs(x) * (2.0 ** -4 + 2.0 ** -8) + s * 2.0 ** -10
+        assert np.all(np.abs(x - y) <= bound), name
+
+
+def test_block_size_and_what_it_applies_to(tmp_path, synth):
+    src = synth(*("--model-type", "qwen3_moe", "--dtype", "bf16", "--layers", "2", "--experts", "4", "--hidden",
+                  "96", "--intermediate", "64"))
+    run_cli("convert", src, tmp_path / "q", "--dtype", "fp8", "--block-size", "32x64")
+    out = read_safetensors(tmp_path / "q")
+    gu = out["model.layers.0.mlp.experts.gate_up_proj_scale_inv"]
+    assert gu[0] == "F32" and gu[1] == [4, 2 * 2, 2]  # per expert and source: ceil(64/32) x ceil(96/64)
+    assert json.loads((tmp_path / "q" / "config.json").read_text())["quantization_config"]["weight_block_size"] == [32, 64]
+    assert "applies to --dtype fp8 only" in cli_error("convert", src, tmp_path / "x", "--block-size", "64")
+    assert "is not a block size" in cli_error("convert", src, tmp_path / "x", "--dtype", "fp8", "--block-size", "0")

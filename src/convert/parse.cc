@@ -1,6 +1,7 @@
 #include "moepack/parse.h"
 
 #include <cctype>
+#include <optional>
 #include <string>
 
 namespace moepack {
@@ -51,6 +52,22 @@ Result<SourceLayout> ParseSourceLayout(std::string_view text) {
 }  // namespace moepack
 
 namespace moepack {
+
+Result<std::pair<uint64_t, uint64_t>> ParseBlockSize(std::string_view text) {
+  auto number = [](std::string_view t) -> std::optional<uint64_t> {
+    if (t.empty() || t.size() > 5 || t.find_first_not_of("0123456789") != std::string_view::npos) return std::nullopt;
+    const uint64_t v = std::stoull(std::string(t));
+    if (v == 0 || v > 65536) return std::nullopt;
+    return v;
+  };
+  const size_t x = text.find('x');
+  auto r = number(text.substr(0, x));
+  auto c = x == std::string_view::npos ? r : number(text.substr(x + 1));
+  if (!r || !c) {
+    return Status::InvalidArgument("'" + std::string(text) + "' is not a block size (e.g. 128 or 128x128, at most 65536)");
+  }
+  return std::make_pair(*r, *c);
+}
 
 Result<DTypeChange> ParseDTypeChange(std::string_view text) {
   static const std::pair<std::string_view, DTypeChange> kNames[] = {{"", DTypeChange::kKeep},

@@ -88,6 +88,7 @@ class Planner {
 
   Status Collect();
   Status ChangeDTypes();
+  Status Quantize();
   Status CheckQuantMethod() const;
   void UseComputed(Source& s, ComputedSource c, std::string name);
   Status CollectForward(const Source& s);
@@ -118,6 +119,8 @@ class Planner {
   bool changed_ = false;                                    // some tensor is converted or renamed
   std::deque<TensorInfo> computed_infos_;                   // what computed sources read as
   std::vector<bool> consumed_;                              // per source: folded into a computed one
+  std::vector<std::string> kept_float_;                     // linear modules quantizing leaves in float (v5 names)
+  std::pair<uint64_t, uint64_t> quant_block_{ops::kDefaultFP8Block, ops::kDefaultFP8Block};
 };
 
 Result<int64_t> Planner::Experts(const std::string& prefix, int fusion) {
@@ -224,7 +227,8 @@ Status Planner::CollectReverse(const Source& s) {
 }
 
 Status Planner::Collect() {
-  sources_.reserve(src_.names().size());
+  // Room for a computed source per tensor (quantizing adds the scales).
+  sources_.reserve(2 * src_.names().size());
   for (const std::string& name : src_.names()) {
     const TensorLocation* loc = src_.Find(name);
     sources_.push_back(Source{loc->shard, loc->info, src_.shards()[loc->shard].header.data_start(), name});
@@ -267,7 +271,7 @@ void Planner::UseComputed(Source& s, ComputedSource c, std::string name) {
 // type under the weight's name; the scales are consumed. Pairs are found on
 // v5 names, so that renamed scales (DeepSeek-V4's ".scale") pair too.
 Status Planner::ChangeDTypes() {
-  if (opt_.dtype == DTypeChange::kToFP8) return Status::InvalidArgument("--dtype fp8: quantizing is not supported yet");
+  if (opt_.dtype == DTypeChange::kToFP8) return Quantize();
   MOEPACK_RETURN_IF_ERROR(CheckQuantMethod());
   std::unordered_map<std::string, size_t> by_v5;
   std::vector<std::string> v5(sources_.size());
@@ -492,12 +496,64 @@ Status Planner::CheckScales() {
   return Status::OK();
 }
 
+// Quantization: each float weight an FP8 checkpoint quantizes becomes two
+// computed sources, its FP8 codes under its name and its block scales
+// under name + "_scale_inv"; the rules then fuse or cut the scales like the
+// weights, as FP8 checkpoints hold them.
+Status Planner::Quantize() {
+  const size_t n = sources_.size();
+  for (size_t i = 0; i < n; ++i) {
+    MOEPACK_ASSIGN_OR_RETURN(std::string v5, V5Name(sources_[i]));
+    const TensorInfo& t = *sources_[i].info;
+    if (IsFloat8(t.dtype)) {
+      return Status::InvalidArgument("'" + sources_[i].name + "' is " + std::string(DTypeName(t.dtype)) +
+                                     " already: --dtype fp8 quantizes float checkpoints");
+    }
+    if (!ops::QuantizesToFP8(rules_, v5, t.dtype, t.shape)) {
+      if (t.shape.size() == 2 && v5.size() > 7 && v5.compare(v5.size() - 7, 7, ".weight") == 0) {
+        kept_float_.push_back(v5.substr(0, v5.size() - 7));
+      }
+      continue;
+    }
+    MOEPACK_ASSIGN_OR_RETURN(uint64_t units, ops::QuantizedMatrices(rules_, v5, t.shape));
+    const uint64_t br = opt_.block_rows ? opt_.block_rows : ops::kDefaultFP8Block;
+    const uint64_t bc = opt_.block_cols ? opt_.block_cols : ops::kDefaultFP8Block;
+    const Source& s = sources_[i];
+    const ops::StoredTensor w{s.name, s.file, s.abs_begin(), t.dtype, t.shape};
+    MOEPACK_ASSIGN_OR_RETURN(ComputedSource codes, ops::QuantFP8(w, units, br, bc, false));
+    MOEPACK_ASSIGN_OR_RETURN(ComputedSource scales, ops::QuantFP8(w, units, br, bc, true));
+    sources_.push_back(s);  // the scales, a source of their own
+    consumed_.push_back(false);
+    UseComputed(sources_.back(), std::move(scales), s.name + "_scale_inv");
+    UseComputed(sources_[i], std::move(codes), sources_[i].name);
+    quant_block_ = {br, bc};
+  }
+  return Status::OK();
+}
+
 // A dequantized checkpoint is a float one: config.json loses its
 // quantization_config and names the dtype its weights are now in.
+// A quantized one gains the quantization_config FP8 checkpoints carry.
 Status Planner::RewriteConfig() {
   if (!src_.config()) return Status::OK();
   auto j = nlohmann::ordered_json::parse(src_.config()->text(), nullptr, false);
   if (!j.is_object()) return Status::OK();
+  if (opt_.dtype == DTypeChange::kToFP8) {
+    nlohmann::ordered_json q;
+    q["activation_scheme"] = "dynamic";
+    q["fmt"] = "e4m3";
+    q["quant_method"] = "fp8";
+    q["weight_block_size"] = {quant_block_.first, quant_block_.second};
+    // The linear layers left in float, under their output names, so that a
+    // loader does not expect scales for them.
+    std::vector<std::string> kept;
+    for (const std::string& m : kept_float_) kept.push_back(rules_.Rename(m, opt_.direction));
+    std::sort(kept.begin(), kept.end(), NaturalLess);
+    q["modules_to_not_convert"] = kept;
+    j["quantization_config"] = q;
+    plan_.config_json = j.dump(2) + "\n";
+    return Status::OK();
+  }
   const std::string dtype = ops::TorchDTypeName(ops::TargetFloat(opt_.dtype));
   for (nlohmann::ordered_json* c : {&j, j.contains("text_config") && j["text_config"].is_object() ? &j["text_config"] : nullptr}) {
     if (!c) continue;

@@ -116,6 +116,21 @@ std::string DequantizedName(const std::string& v5, QuantPart part) {
   }
 }
 
+bool QuantizesToFP8(const RuleSet& rules, const std::string& v5, DType dtype, const std::vector<uint64_t>& shape) {
+  if (dtype != DType::BF16 && dtype != DType::F16 && dtype != DType::F32) return false;
+  if (auto m = rules.MatchTarget(v5)) return shape.size() == 3 && rules.ScalesOf(m->fusion) >= 0;
+  if (auto m = rules.MatchSource(v5)) return shape.size() == 2 && rules.ScalesOf(m->fusion) >= 0;
+  if (shape.size() != 2 || !EndsWith(v5, ".weight")) return false;
+  // The module's own name: the component before ".weight".
+  const std::string module = v5.substr(0, v5.size() - 7);
+  const std::string leaf = module.substr(module.rfind('.') + 1);
+  static const char* kKept[] = {"embed", "lm_head", "head", "norm", "gate", "router", "wg", "score", "bias"};
+  for (const char* k : kKept) {
+    if (leaf.find(k) != std::string::npos && leaf.find("_proj") == std::string::npos) return false;
+  }
+  return module.find("router") == std::string::npos && module.find("embed") == std::string::npos;
+}
+
 Result<uint64_t> QuantizedMatrices(const RuleSet& rules, const std::string& v5, const std::vector<uint64_t>& shape) {
   if (auto m = rules.MatchTarget(v5); m && shape.size() == 3) {
     const FusionRule& f = rules.fusions()[m->fusion];

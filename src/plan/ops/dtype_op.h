@@ -56,6 +56,14 @@ QuantPart QuantPartOf(const std::string& v5, DType dtype);
 std::string PartnerOf(const std::string& v5, QuantPart part);
 std::string DequantizedName(const std::string& v5, QuantPart part);
 
+// Whether quantizing to FP8 takes the tensor named `v5` (a float weight):
+// what FP8 checkpoints of MoE families (DeepSeek-V3, Qwen3-*-FP8,
+// MiniMax-M2) quantize, i.e. every 2-D linear weight ("*.weight") and every
+// fused expert weight that has a scale fusion, except embeddings, the
+// output head, norms, routers (gate, router, shared_expert_gate) and
+// correction biases, which they keep in BF16 or F32.
+bool QuantizesToFP8(const RuleSet& rules, const std::string& v5, DType dtype, const std::vector<uint64_t>& shape);
+
 // How many matrices a block-quantized weight named `v5` holds: one per
 // expert and source of a fused tensor (its scales are fused like the
 // weights), else one (2-D) or one per slice of dim 0 (3-D). A fused layout
