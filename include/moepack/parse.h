@@ -26,6 +26,7 @@ Result<SourceLayout> ParseSourceLayout(std::string_view text);
 
 // "" (keep), "bf16", "f16", "f32" (dequantize) or "fp8" (quantize).
 Result<DTypeChange> ParseDTypeChange(std::string_view text);
+std::string_view DTypeChangeName(DTypeChange d);
 
 // An FP8 block: "128" (square) or "128x64" (rows x cols), each in [1, 65536].
 Result<std::pair<uint64_t, uint64_t>> ParseBlockSize(std::string_view text);

@@ -156,6 +156,16 @@ def test_fp8_dequantized_to_every_float_type_bit_for_bit(tmp_path, dtype):
             continue
         assert dt == want and shape == list(arr.shape), name
         same(got, reference_fp8(arr, t[name + "_scale_inv"][1]), want)
+    # verify checks it with arithmetic of its own, and notices one changed byte.
+    assert moepack.verify(src, dst)["dtype"] == dtype
+    raw = bytearray((dst / "model.safetensors").read_bytes())
+    raw[-3] ^= 0x01
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "model.safetensors").write_bytes(bytes(raw))
+    (bad / "config.json").write_text((dst / "config.json").read_text())
+    with pytest.raises(moepack.MismatchError):
+        moepack.verify(src, bad)
     cfg = json.loads((dst / "config.json").read_text())
     assert "quantization_config" not in cfg
     assert cfg["torch_dtype"] == {"bf16": "bfloat16", "f16": "float16", "f32": "float32"}[dtype]
@@ -245,6 +255,9 @@ def test_mxfp4_dequantized_as_transformers_does(tmp_path):
     same(gu[2], reference_mxfp4(blocks, scales).transpose(0, 2, 1), "BF16")
     same(out[p + "experts.down_proj"][2], reference_mxfp4(dblocks, dscales).transpose(0, 2, 1), "BF16")
     assert not any(n.endswith(("_blocks", "_scales")) for n in out)
+    assert moepack.verify(src, tmp_path / "bf16")["dtype"] == "bf16"
+    moepack.convert(src, tmp_path / "pe-bf16", to="per-expert", dtype="bf16")
+    assert moepack.verify(src, tmp_path / "pe-bf16")["to"] == "per-expert"
     # Without --dtype a per-expert export would strand the blocks: refused.
     msg = cli_error("convert", src, tmp_path / "pe", "--to", "per-expert")
     assert "gate_up_proj_blocks" in msg and "cannot cut" in msg, msg
@@ -316,6 +329,7 @@ def test_quantized_export_matches_the_reference_and_round_trips_within_the_forma
     # Back to BF16: within half an e4m3 step of each value (3 mantissa bits:
     # 2^-4 relative; subnormal steps 2^-9 of the block scale), plus BF16's
     # own rounding (2^-9 relative).
+    assert moepack.verify(src, fp8)["dtype"] == "fp8"
     moepack.convert(fp8, back, to="per-expert", dtype="bf16")
     again = read_safetensors(back)
     for name in quantized:

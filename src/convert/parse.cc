@@ -69,13 +69,23 @@ Result<std::pair<uint64_t, uint64_t>> ParseBlockSize(std::string_view text) {
   return std::make_pair(*r, *c);
 }
 
-Result<DTypeChange> ParseDTypeChange(std::string_view text) {
-  static const std::pair<std::string_view, DTypeChange> kNames[] = {{"", DTypeChange::kKeep},
+namespace {
+constexpr std::pair<std::string_view, DTypeChange> kDTypeChanges[] = {{"", DTypeChange::kKeep},
                                                                      {"bf16", DTypeChange::kToBF16},
                                                                      {"f16", DTypeChange::kToF16},
                                                                      {"f32", DTypeChange::kToF32},
                                                                      {"fp8", DTypeChange::kToFP8}};
-  for (const auto& [name, d] : kNames) {
+}  // namespace
+
+std::string_view DTypeChangeName(DTypeChange d) {
+  for (const auto& [name, c] : kDTypeChanges) {
+    if (c == d) return name;
+  }
+  return "";
+}
+
+Result<DTypeChange> ParseDTypeChange(std::string_view text) {
+  for (const auto& [name, d] : kDTypeChanges) {
     if (text == name) return d;
   }
   return Status::InvalidArgument("'" + std::string(text) + "' is not a dtype (bf16, f16, f32 or fp8)");
