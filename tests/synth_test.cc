@@ -794,6 +794,215 @@ TEST(SynthTest, Fp8WeightsCarryBlockScalesInEveryLayout) {
   }
 }
 
+// ---- MXFP4 (gpt_oss as the Hub ships it) ------------------------------------
+
+// quant_facts.md 5: the experts as uint8 blocks of 32 e2m1 codes (16 bytes)
+// along each row's input dim and one e8m0 scale per block; biases, router,
+// attention and embeddings stay BF16, and config.json says which modules
+// are not quantized.
+TEST(SynthTest, GptOssMxfp4IsTheHubsForm) {
+  TempDir tmp;
+  const uint64_t E = 4, H = 64, I = 96;
+  auto synth = [&](const std::string& dir, uint64_t seed) {
+    SynthOptions o;
+    o.model_type = "gpt_oss";
+    o.dtype = "mxfp4";
+    o.experts = static_cast<int>(E);
+    o.intermediate = static_cast<int>(I);
+    o.layers = 2;
+    o.seed = seed;
+    auto r = Synthesize(tmp / dir, o);
+    EXPECT_TRUE(r.ok()) << r.status().message();
+    if (r.ok()) {
+      EXPECT_EQ(r->dtype, "mxfp4");
+      EXPECT_EQ(r->layout, "fused");
+    }
+  };
+  synth("a", 5);
+  synth("b", 5);
+  synth("c", 6);
+  EXPECT_EQ(testing::HashTree(tmp / "a"), testing::HashTree(tmp / "b"));
+  EXPECT_NE(testing::HashTree(tmp / "a"), testing::HashTree(tmp / "c"));
+  Checkpoint c = MustOpen(tmp / "a");
+  const auto cfg = nlohmann::json::parse(testing::ReadFileOrDie(tmp / "a/config.json"));
+  EXPECT_EQ(cfg["quantization_config"]["quant_method"], "mxfp4");
+  EXPECT_EQ(cfg["quantization_config"]["modules_to_not_convert"],
+            nlohmann::json({"model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"}));
+  EXPECT_EQ(cfg["torch_dtype"], "bfloat16");
+  std::set<unsigned> scales, codes;
+  for (uint64_t L = 0; L < 2; ++L) {
+    const std::string ep = "model.layers." + std::to_string(L) + ".mlp.experts.";
+    ExpectTensor(c, ep + "gate_up_proj_blocks", {E, 2 * I, H / 32, 16}, DType::U8);
+    ExpectTensor(c, ep + "gate_up_proj_scales", {E, 2 * I, H / 32}, DType::U8);
+    ExpectTensor(c, ep + "down_proj_blocks", {E, H, I / 32, 16}, DType::U8);
+    ExpectTensor(c, ep + "down_proj_scales", {E, H, I / 32}, DType::U8);
+    ExpectTensor(c, ep + "gate_up_proj_bias", {E, 2 * I}, DType::BF16);
+    ExpectTensor(c, ep + "down_proj_bias", {E, H}, DType::BF16);
+    ExpectAbsent(c, ep + "gate_up_proj");
+    ExpectAbsent(c, ep + "down_proj");
+    ExpectAbsent(c, ep + "0.gate_proj.weight");
+    const std::string lp = "model.layers." + std::to_string(L) + ".";
+    ExpectTensor(c, lp + "mlp.router.weight", {E, H}, DType::BF16);
+    ExpectTensor(c, lp + "mlp.router.bias", {E}, DType::BF16);
+    ExpectTensor(c, lp + "self_attn.q_proj.weight", {64, H}, DType::BF16);
+    ExpectTensor(c, lp + "self_attn.sinks", {4}, DType::BF16);
+    for (const char* w : {"gate_up_proj", "down_proj"}) {
+      for (char b : ReadTensor(c, ep + w + "_scales")) scales.insert(static_cast<unsigned char>(b));
+      for (char b : ReadTensor(c, ep + w + "_blocks")) codes.insert(static_cast<unsigned char>(b));
+    }
+  }
+  // e8m0 exponents 118 .. 130 (2^-9 .. 2^3: weights of sensible magnitude),
+  // every one of them used; the packed codes take every byte value.
+  EXPECT_EQ(*scales.begin(), 118u);
+  EXPECT_EQ(*scales.rbegin(), 130u);
+  EXPECT_EQ(scales.size(), 13u);
+  EXPECT_EQ(codes.size(), 256u);
+  for (const std::string& name : c.names()) {
+    const DType dt = Info(c, name)->dtype;
+    EXPECT_TRUE(dt == DType::BF16 || (dt == DType::U8 && (name.ends_with("_blocks") || name.ends_with("_scales"))))
+        << name;
+  }
+}
+
+// Only the forms a family has: FP8 where its rules fuse the block scales,
+// MXFP4 for gpt_oss (fused, as shipped), fused-transposed where v5's form is
+// the standard one, the Hub's own fused names where the Hub has them.
+TEST(SynthTest, FormsAFamilyLacksAreRefused) {
+  TempDir tmp;
+  struct Case {
+    std::string family, dtype, layout;
+    int intermediate;
+    std::string message;
+  };
+  const Case cases[] = {
+      {"gpt_oss", "fp8", "", 48, "gpt_oss has no FP8 block-scaled form"},
+      {"llama4", "fp8", "per-expert", 48, "llama4 has no FP8 block-scaled form"},
+      {"granitemoehybrid", "fp8", "", 48, "granitemoehybrid has no FP8"},
+      {"ernie4_5_vl_moe", "fp8", "", 48, "ernie4_5_vl_moe has no FP8"},
+      {"gpt_oss", "", "fused-transposed", 48, "gpt_oss has no fused-transposed layout"},
+      {"llama4", "", "fused-transposed", 48, "llama4 has no fused-transposed layout"},
+      {"qwen3_moe", "", "fused-hub-names", 48, "qwen3_moe has none"},
+      {"qwen3_moe", "mxfp4", "fused", 64, "dtype mxfp4 is gpt_oss's Hub form; qwen3_moe has none"},
+      {"gpt_oss", "mxfp4", "per-expert", 64, "mxfp4 experts exist only fused"},
+      {"gpt_oss", "mxfp4", "", 48, "intermediate size 48 must be multiples of 32"},
+  };
+  for (const Case& k : cases) {
+    SCOPED_TRACE(k.family + " " + k.dtype + " " + k.layout);
+    SynthOptions o;
+    o.model_type = k.family;
+    o.dtype = k.dtype;
+    o.layout = k.layout;
+    o.intermediate = k.intermediate;
+    auto r = Synthesize(tmp / "d", o);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), Status::Code::kInvalidArgument);
+    EXPECT_NE(r.status().message().find(k.message), std::string::npos) << r.status().message();
+    EXPECT_FALSE(fs::exists(tmp / "d"));
+  }
+}
+
+// ---- the native families' configs and their other tensors ------------------
+
+TEST(SynthTest, GptOssAndLlama4ConfigsAndTowers) {
+  TempDir tmp;
+  ASSERT_TRUE(Synth(tmp / "gpt", "gpt_oss", "").ok());
+  const auto gpt = nlohmann::json::parse(testing::ReadFileOrDie(tmp / "gpt/config.json"));
+  EXPECT_EQ(gpt["architectures"], nlohmann::json({"GptOssForCausalLM"}));
+  EXPECT_EQ(gpt["num_local_experts"], kE);
+  EXPECT_EQ(gpt["intermediate_size"], kI);
+  EXPECT_EQ(gpt["num_experts_per_tok"], 2);
+  EXPECT_EQ(gpt["sliding_window"], 128);
+  EXPECT_EQ(gpt["attention_bias"], true);
+  EXPECT_EQ(gpt["layer_types"],
+            nlohmann::json({"sliding_attention", "full_attention", "sliding_attention", "full_attention"}));
+  Checkpoint g = MustOpen(tmp / "gpt");
+  for (const char* p : {"q_proj", "k_proj", "v_proj", "o_proj"}) {
+    EXPECT_NE(g.Find(std::string("model.layers.2.self_attn.") + p + ".bias"), nullptr) << p;
+  }
+
+  ASSERT_TRUE(Synth(tmp / "llama", "llama4", "").ok());
+  const auto llama = nlohmann::json::parse(testing::ReadFileOrDie(tmp / "llama/config.json"));
+  EXPECT_EQ(llama["model_type"], "llama4");
+  EXPECT_EQ(llama["architectures"], nlohmann::json({"Llama4ForConditionalGeneration"}));
+  const auto& text = llama["text_config"];
+  EXPECT_EQ(text["model_type"], "llama4_text");
+  EXPECT_EQ(text["num_local_experts"], kE);
+  EXPECT_EQ(text["intermediate_size"], kI);
+  EXPECT_EQ(text["intermediate_size_mlp"], kDenseI);
+  EXPECT_EQ(text["interleave_moe_layer_step"], 2);
+  EXPECT_EQ(text["moe_layers"], nlohmann::json({1, 3}));
+  EXPECT_TRUE(llama.contains("vision_config"));
+  Checkpoint l = MustOpen(tmp / "llama");
+  ExpectTensor(l, "vision_model.patch_embed.proj.bias", {16}, DType::BF16);
+  ExpectTensor(l, "multi_modal_projector.linear_1.weight", {kH, 16}, DType::BF16);
+  ExpectTensor(l, "language_model.model.layers.1.feed_forward.shared_expert.down_proj.weight", {kH, kI},
+               DType::BF16);
+  ExpectAbsent(l, "lm_head.weight");
+}
+
+TEST(SynthTest, GraniteHybridLayersAndSharedMlp) {
+  TempDir tmp;
+  ASSERT_TRUE(Synth(tmp / "d", "granitemoehybrid", "").ok());
+  const auto cfg = nlohmann::json::parse(testing::ReadFileOrDie(tmp / "d/config.json"));
+  EXPECT_EQ(cfg["architectures"], nlohmann::json({"GraniteMoeHybridForCausalLM"}));
+  EXPECT_EQ(cfg["layer_types"], nlohmann::json({"mamba", "mamba", "mamba", "attention"}));
+  EXPECT_EQ(cfg["shared_intermediate_size"], kQwenSharedI);
+  EXPECT_EQ(cfg["num_local_experts"], kE);
+  for (const char* k : {"mamba_n_heads", "mamba_d_head", "mamba_d_state", "mamba_n_groups", "mamba_d_conv"}) {
+    EXPECT_TRUE(cfg[k].is_number_integer()) << k;
+  }
+  Checkpoint c = MustOpen(tmp / "d");
+  for (uint64_t L = 0; L < kLayers; ++L) {
+    const std::string lp = "model.layers." + std::to_string(L) + ".";
+    const bool attention = L == 3;
+    EXPECT_EQ(c.Find(lp + "self_attn.q_proj.weight") != nullptr, attention) << L;
+    EXPECT_EQ(c.Find(lp + "mamba.in_proj.weight") != nullptr, !attention) << L;
+    EXPECT_EQ(c.Find(lp + "mamba.A_log") != nullptr, !attention) << L;
+    // Every layer has its MoE block, in the Hub's fused form.
+    ExpectTensor(c, lp + "block_sparse_moe.input_linear.weight", {kE, 2 * kI, kH}, DType::BF16);
+    ExpectTensor(c, lp + "block_sparse_moe.router.layer.weight", {kE, kH}, DType::BF16);
+  }
+}
+
+TEST(SynthTest, ErnieVlConfigListsAndTowers) {
+  TempDir tmp;
+  ASSERT_TRUE(Synth(tmp / "hub", "ernie4_5_vl_moe", "").ok());
+  ASSERT_TRUE(Synth(tmp / "v5", "ernie4_5_vl_moe", "fused").ok());
+  const auto cfg = nlohmann::json::parse(testing::ReadFileOrDie(tmp / "hub/config.json"));
+  EXPECT_EQ(cfg["architectures"], nlohmann::json({"Ernie4_5_VLMoeForConditionalGeneration"}));
+  EXPECT_EQ(cfg["moe_num_experts"], nlohmann::json({kE, kE}));
+  EXPECT_EQ(cfg["moe_intermediate_size"], nlohmann::json({kI, kI / 3}));
+  EXPECT_EQ(cfg["moe_layer_start_index"], 1);
+  EXPECT_EQ(cfg["moe_num_shared_experts"], 1);
+  EXPECT_EQ(cfg["intermediate_size"], kDenseI);
+  EXPECT_TRUE(cfg.contains("vision_config"));
+  Checkpoint hub = MustOpen(tmp / "hub"), v5 = MustOpen(tmp / "v5");
+  // The resampler's Sequential entries 0, 2, 3 (Linear, Linear, LayerNorm)
+  // on the Hub are fc1, fc2, ln in v5; vision_model is vision_tower.
+  const uint64_t t4 = 4 * 16;
+  for (const char* part : {"spatial_linear", "temporal_linear"}) {
+    const std::string p = std::string("model.resampler_model.") + part + ".";
+    const uint64_t in = std::string(part) == "spatial_linear" ? t4 : 2 * t4;
+    ExpectTensor(hub, p + "0.weight", {t4, in}, DType::BF16);
+    ExpectTensor(hub, p + "2.bias", {t4}, DType::BF16);
+    ExpectTensor(hub, p + "3.weight", {t4}, DType::BF16);
+    ExpectTensor(v5, p + "fc1.weight", {t4, in}, DType::BF16);
+    ExpectTensor(v5, p + "fc2.bias", {t4}, DType::BF16);
+    ExpectTensor(v5, p + "ln.bias", {t4}, DType::BF16);
+    ExpectAbsent(v5, p + "0.weight");
+  }
+  ExpectTensor(hub, "model.resampler_model.mlp.weight", {kH, t4}, DType::BF16);
+  ExpectTensor(v5, "model.resampler_model.after_norm.weight", {kH}, DType::BF16);
+  ExpectTensor(hub, "vision_model.blocks.0.attn.qkv.weight", {48, 16}, DType::BF16);
+  ExpectTensor(v5, "vision_tower.blocks.0.attn.qkv.weight", {48, 16}, DType::BF16);
+  // The vision experts follow the text experts in the Hub's one list.
+  ExpectTensor(hub, "model.layers.1.mlp.experts.7.up_proj.weight", {kI, kH}, DType::BF16);
+  ExpectTensor(hub, "model.layers.1.mlp.experts.8.up_proj.weight", {kI / 3, kH}, DType::BF16);
+  ExpectTensor(hub, "model.layers.1.mlp.experts.15.down_proj.weight", {kH, kI / 3}, DType::BF16);
+  ExpectTensor(v5, "model.language_model.layers.1.mlp.vision_moe.experts.gate_up_proj", {kE, 2 * kI / 3, kH},
+               DType::BF16);
+}
+
 // ---- values ----------------------------------------------------------------
 
 TEST(SynthTest, ValuesAreFiniteAndOfSensibleMagnitude) {
