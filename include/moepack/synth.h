@@ -48,7 +48,9 @@ struct SynthReport {
 // Writes a new checkpoint directory at `dst` (which must not exist; it is
 // removed again if writing fails). Every tensor's bytes are a function of
 // (seed, the tensor's per-expert Hub name, element index) only, so writing
-// the fused layout gives exactly what converting the per-expert one gives.
+// the fused layout gives exactly what converting the per-expert one gives
+// (MXFP4 blocks and scales, which have no per-expert form, go by their own
+// names).
 Result<SynthReport> Synthesize(const std::string& dst, const SynthOptions& options);
 
 std::vector<std::string> SynthFamilies();

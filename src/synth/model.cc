@@ -497,9 +497,7 @@ class Builder {
   void Moe(const Name& lp, const Shared& shared, const Dims& d) {
     const uint64_t H = d.hidden, E = d.experts;
     const Name block{lp.hub + std::string(f_.hub_block) + ".", lp.v5 + std::string(Or(f_.fused_block, "mlp")) + "."};
-    if (!f_.shares.empty()) {
-      ShareRouters(block, d);
-    } else {
+    if (f_.shares.empty()) {
       const uint64_t scored = f_.zero_experts ? E + std::max<uint64_t>(1, E / 2) : E;
       Plain(block.Leaf(f_.router_leaf, f_.fused_router_leaf), {scored, H}, f_.router_f32 ? DType::F32 : base_,
             Fill::kWeight);
@@ -509,10 +507,9 @@ class Builder {
               f_.bias_row ? std::vector<uint64_t>{1, scored} : std::vector<uint64_t>{scored}, DType::F32,
               Fill::kWeight);
       }
-    }
-    if (f_.shares.empty()) {
       Experts(block, block.v5 + "experts.", 0, E, d.intermediate, H);
     } else {
+      ShareRouters(block, d);
       for (size_t k = 0; k < f_.shares.size(); ++k) {
         const ExpertShare& share = f_.shares[k];
         Experts(block, block.v5 + std::string(share.module) + ".experts.", k * E, E, ShareWidth(share, d), H);
