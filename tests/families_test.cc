@@ -19,6 +19,9 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <random>
 #include <string>
@@ -30,6 +33,7 @@
 #include "moepack/convert.h"
 #include "moepack/rules.h"
 #include "moepack/streaming.h"
+#include "moepack/verify.h"
 #include "testutil.h"
 
 namespace moepack {
@@ -647,6 +651,89 @@ TEST(OwnFusedForms, GptOssInterleavesAndLlama4JoinsHalvesElementByElement) {
     EXPECT_EQ(wrong, 0u) << "of " << checked << " elements";
     EXPECT_EQ(checked, E * I * H * 3 + (gpt_oss ? E * (2 * I + 1) : 0));
   }
+}
+
+// ---- gpt_oss's MXFP4 Hub form, dequantized --------------------------------------
+
+// quant_facts.md 5: `_blocks` [E, rows, cols / 32, 16] hold each row's
+// input dim in blocks of 32 e2m1 codes, two a byte, low nibble first;
+// `_scales` [E, rows, cols / 32] an e8m0 exponent per block; value =
+// FP4_VALUES[code] * 2^(e8m0 - 127); v5 holds the result transposed,
+// [E, cols, rows] ([E, H, 2I] and [E, I, H]). Checked here on every element
+// of synth's MXFP4 checkpoint converted with --dtype bf16, which must then
+// export per-expert like any BF16 gpt_oss checkpoint.
+TEST(GptOssMxfp4, DequantizesIntoV5sLayout) {
+  const uint64_t E = 4, H = 64, I = 96;
+  SynthOptions o = testing::TinyOptions("gpt_oss", "fused", "mxfp4");
+  o.layers = 2;
+  o.experts = static_cast<int>(E);
+  o.intermediate = static_cast<int>(I);
+  TempDir d;
+  testing::SynthOrDie(d / "hub", o);
+  ConvertOptions bf16;
+  bf16.dtype = DTypeChange::kToBF16;
+  testing::ConvertOrDie(d / "hub", d / "v5", Direction::kToFused, bf16);
+  const TensorMap a = testing::ReadTensors(d / "hub"), b = testing::ReadTensors(d / "v5");
+  EXPECT_FALSE(testing::ReadJson(d / "v5/config.json").contains("quantization_config"));
+  const float kFp4[16] = {+0.0f, +0.5f, +1.0f, +1.5f, +2.0f, +3.0f, +4.0f, +6.0f,
+                          -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
+  for (int L = 0; L < 2; ++L) {
+    const std::string ep = "model.layers." + std::to_string(L) + ".mlp.experts.";
+    for (const auto& [name, rows, cols] : {std::tuple{std::string("gate_up_proj"), 2 * I, H},
+                                           std::tuple{std::string("down_proj"), H, I}}) {
+      SCOPED_TRACE(ep + name);
+      ASSERT_TRUE(b.count(ep + name));
+      const RawTensor& v5 = b.at(ep + name);
+      EXPECT_EQ(v5.dtype, DType::BF16);
+      ASSERT_EQ(v5.shape, (std::vector<uint64_t>{E, cols, rows}));
+      EXPECT_FALSE(b.count(ep + name + "_blocks") || b.count(ep + name + "_scales"));
+      const std::string& blocks = a.at(ep + name + "_blocks").data;
+      const std::string& scales = a.at(ep + name + "_scales").data;
+      uint64_t wrong = 0;
+      for (uint64_t e = 0; e < E; ++e) {
+        for (uint64_t r = 0; r < rows; ++r) {
+          for (uint64_t c = 0; c < cols; ++c) {
+            const uint64_t block = (e * rows + r) * (cols / 32) + c / 32;
+            const auto byte = static_cast<uint8_t>(blocks[block * 16 + (c % 32) / 2]);
+            const int code = c % 2 ? byte >> 4 : byte & 0x0F;
+            const float want = std::ldexp(kFp4[code], static_cast<uint8_t>(scales[block]) - 127);
+            uint16_t got;
+            std::memcpy(&got, &v5.data[((e * cols + c) * rows + r) * 2], 2);
+            wrong += std::bit_cast<float>(uint32_t(got) << 16) != want ||
+                     std::signbit(std::bit_cast<float>(uint32_t(got) << 16)) != std::signbit(want);
+          }
+        }
+      }
+      EXPECT_EQ(wrong, 0u) << "of " << E * rows * cols;
+    }
+    // The biases pass through.
+    for (const char* bias : {"gate_up_proj_bias", "down_proj_bias"}) {
+      EXPECT_TRUE(b.count(ep + bias) && b.at(ep + bias).data == a.at(ep + bias).data) << ep << bias;
+    }
+  }
+  // BF16 now, it splits per expert and fuses back.
+  testing::ConvertOrDie(d / "v5", d / "per-expert", Direction::kToPerExpert);
+  testing::ConvertOrDie(d / "per-expert", d / "again", Direction::kToFused);
+  EXPECT_EQ(testing::DiffTensors(b, testing::ReadTensors(d / "again")), "");
+}
+
+// Disabled until verify pairs them across shards: synth shuffles tensors
+// into shards as real checkpoints may be split, and convert --dtype bf16
+// takes each _blocks with its _scales from wherever they are, but verify
+// (src/verify) refuses "'model.layers.1.mlp.experts.down_proj_blocks':
+// MXFP4 blocks and scales in two shards"; with one shard it verifies.
+TEST(GptOssMxfp4, DISABLED_VerifyPairsBlocksAndScalesAcrossShards) {
+  SynthOptions o = testing::TinyOptions("gpt_oss", "fused", "mxfp4");
+  o.layers = 2;
+  o.intermediate = 64;
+  TempDir d;
+  testing::SynthOrDie(d / "hub", o);
+  ConvertOptions bf16;
+  bf16.dtype = DTypeChange::kToBF16;
+  testing::ConvertOrDie(d / "hub", d / "v5", Direction::kToFused, bf16);
+  auto r = Verify(d / "hub", d / "v5", VerifyOptions{});
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_TRUE(r->ok) << r->problem;
 }
 
 // ---- qwen3_vl_moe: H == 2I cannot be told apart -------------------------------
