@@ -134,13 +134,8 @@ std::string InspectCaseName(const ::testing::TestParamInfo<InspectCase>& info) {
 }
 
 INSTANTIATE_TEST_SUITE_P(All, InspectEvery, ::testing::ValuesIn(InspectCases(false)), InspectCaseName);
-// gpt_oss and llama4 fused: disabled until inspect names them. ops::LayoutOf
-// (src/plan/ops/layout_of.cc) calls a fusion target fused-transposed only
-// when its fusion transposes AND joins along dim 2, so their down_proj
-// ([E, I, H]: "transpose": true, one source, concat_dim 1) is "fused";
-// each MoE layer then holds two layouts and inspect says "mixed" for the
-// whole checkpoint instead of fused-interleaved / fused-transposed.
-INSTANTIATE_TEST_SUITE_P(DISABLED_UntilLayoutOfNamesTransposedDown, InspectEvery,
+// gpt_oss and llama4 fused: their own fused forms, down_proj included.
+INSTANTIATE_TEST_SUITE_P(OwnForms, InspectEvery,
                          ::testing::ValuesIn(InspectCases(true)), InspectCaseName);
 
 TEST(InspectMalformed, OneErrorLineNamingTheFile) {

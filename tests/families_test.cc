@@ -722,7 +722,7 @@ TEST(GptOssMxfp4, DequantizesIntoV5sLayout) {
 // takes each _blocks with its _scales from wherever they are, but verify
 // (src/verify) refuses "'model.layers.1.mlp.experts.down_proj_blocks':
 // MXFP4 blocks and scales in two shards"; with one shard it verifies.
-TEST(GptOssMxfp4, DISABLED_VerifyPairsBlocksAndScalesAcrossShards) {
+TEST(GptOssMxfp4, VerifyPairsBlocksAndScalesAcrossShards) {
   SynthOptions o = testing::TinyOptions("gpt_oss", "fused", "mxfp4");
   o.layers = 2;
   o.intermediate = 64;
