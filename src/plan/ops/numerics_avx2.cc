@@ -5,6 +5,7 @@
 // has AVX2 and F16C.
 #include <immintrin.h>
 
+#include <cmath>
 #include <cstdint>
 
 #include "plan/ops/numerics.h"
@@ -20,24 +21,29 @@ MOEPACK_AVX2 inline __m256i Set1(uint32_t v) { return _mm256_set1_epi32(static_c
 // ---- fp32 -> output ----
 
 // RNE by integer arithmetic, as FloatToBF16 (vcvtneps2bf16 would be quicker
-// but treats subnormal inputs as zero).
+// but treats subnormal inputs as zero). kNan: whether y may hold NaNs other
+// than the decoded FP8 NaN 0x7FF00000 | sign, which the rounding alone
+// already turns into its BF16 NaN 0x7FF0 | sign.
+template <bool kNan>
 MOEPACK_AVX2 inline __m128i ToBF16(__m256 y) {
   const __m256i u = _mm256_castps_si256(y);
   const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), Set1(1));
-  const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(lsb, Set1(0x7FFF))), 16);
-  const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(u, 16), Set1(0x40));
-  const __m256i r = _mm256_blendv_epi8(rounded, quiet, _mm256_castps_si256(_mm256_cmp_ps(y, y, _CMP_UNORD_Q)));
+  __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(lsb, Set1(0x7FFF))), 16);
+  if constexpr (kNan) {
+    const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(u, 16), Set1(0x40));
+    r = _mm256_blendv_epi8(r, quiet, _mm256_castps_si256(_mm256_cmp_ps(y, y, _CMP_UNORD_Q)));
+  }
   // Every lane is <= 0xFFFF, so the unsigned-saturating pack is exact; it
   // packs within 128-bit lanes, hence the permute.
   return _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08));
 }
 
-template <FloatType O>
+template <FloatType O, bool kNan = true>
 MOEPACK_AVX2 inline void Store8(void* dst, uint64_t i, __m256 y) {
   if constexpr (O == FloatType::kF32) {
     _mm256_storeu_ps(static_cast<float*>(dst) + i, y);
   } else {
-    const __m128i h = O == FloatType::kBF16 ? ToBF16(y) : _mm256_cvtps_ph(y, _MM_FROUND_TO_NEAREST_INT);
+    const __m128i h = O == FloatType::kBF16 ? ToBF16<kNan>(y) : _mm256_cvtps_ph(y, _MM_FROUND_TO_NEAREST_INT);
     _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint16_t*>(dst) + i), h);
   }
 }
@@ -73,18 +79,28 @@ MOEPACK_AVX2 inline E4M3x8 DecodeE4M3(const uint8_t* p) {
           _mm256_castsi256_ps(_mm256_cvtepi16_epi32(nan))};
 }
 
+// Columns [c, end) of one block, eight at a time; returns the first column
+// it left. kNan: whether a product can be NaN (an infinite or NaN scale);
+// with a finite scale only NaN codes are, which Store8 needs not look for.
+template <FloatType O, bool kNan>
+MOEPACK_AVX2 inline uint64_t DequantFp8Span(const uint8_t* w, float scale, uint64_t c, uint64_t end, void* dst) {
+  const __m256i sign = Set1(0x80000000u), nan_bits = Set1(kE4M3NanBits);
+  const __m256 s = _mm256_set1_ps(scale);
+  for (; c + 8 <= end; c += 8) {
+    const E4M3x8 d = DecodeE4M3(w + c);
+    const __m256 nan = _mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(_mm256_castps_si256(d.value), sign), nan_bits));
+    Store8<O, kNan>(dst, c, _mm256_blendv_ps(_mm256_mul_ps(d.value, s), nan, d.nan));
+  }
+  return c;
+}
+
 template <FloatType O>
 MOEPACK_AVX2 void DequantFp8RowT(const uint8_t* w, const float* scales, uint64_t cols, uint64_t block_cols, void* dst,
                                  uint64_t col_offset) {
-  const __m256i sign = Set1(0x80000000u), nan_bits = Set1(kE4M3NanBits);
   for (uint64_t c = 0; c < cols;) {
     const auto [index, end] = BlockOf(c, cols, block_cols, col_offset);
-    const __m256 s = _mm256_set1_ps(scales[index]);
-    for (; c + 8 <= end; c += 8) {
-      const E4M3x8 d = DecodeE4M3(w + c);
-      const __m256 nan = _mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(_mm256_castps_si256(d.value), sign), nan_bits));
-      Store8<O>(dst, c, _mm256_blendv_ps(_mm256_mul_ps(d.value, s), nan, d.nan));
-    }
+    const float s = scales[index];
+    c = std::isfinite(s) ? DequantFp8Span<O, false>(w, s, c, end, dst) : DequantFp8Span<O, true>(w, s, c, end, dst);
     if (c < end) {
       kScalarKernels.dequant_fp8_row(w + c, scales, end - c, block_cols, O, At(dst, c, FloatTypeBytes(O)),
                                      col_offset + c);
@@ -116,10 +132,15 @@ MOEPACK_AVX2 void DequantMxfp4RowT(const uint8_t* blocks, const uint8_t* scales,
     const __m128i lo = _mm_and_si128(b, low4), hi = _mm_and_si128(_mm_srli_epi16(b, 4), low4);
     const __m128i n0 = _mm_unpacklo_epi8(lo, hi), n1 = _mm_unpackhi_epi8(lo, hi);  // elements 0..15, 16..31
     const __m256 s = _mm256_castsi256_ps(Set1(E8M0Bits(scales[g])));
-    Store8<O>(dst, 32 * g, _mm256_mul_ps(DecodeE2M1(n0), s));
-    Store8<O>(dst, 32 * g + 8, _mm256_mul_ps(DecodeE2M1(_mm_srli_si128(n0, 8)), s));
-    Store8<O>(dst, 32 * g + 16, _mm256_mul_ps(DecodeE2M1(n1), s));
-    Store8<O>(dst, 32 * g + 24, _mm256_mul_ps(DecodeE2M1(_mm_srli_si128(n1, 8)), s));
+    const __m256 y[4] = {_mm256_mul_ps(DecodeE2M1(n0), s), _mm256_mul_ps(DecodeE2M1(_mm_srli_si128(n0, 8)), s),
+                         _mm256_mul_ps(DecodeE2M1(n1), s), _mm256_mul_ps(DecodeE2M1(_mm_srli_si128(n1, 8)), s)};
+    for (int i = 0; i < 4; ++i) {
+      if (scales[g] == 255) {  // 2^128 = inf: 0 * inf is NaN
+        Store8<O, true>(dst, 32 * g + 8 * i, y[i]);
+      } else {
+        Store8<O, false>(dst, 32 * g + 8 * i, y[i]);
+      }
+    }
   }
 }
 
