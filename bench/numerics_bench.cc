@@ -110,10 +110,12 @@ void BM_DequantFp8Row(benchmark::State& state) {
 }
 
 void PlainDequantMxfp4Row(const uint8_t* blocks, const uint8_t* scales, uint64_t groups, uint16_t* dst) {
-  for (uint64_t i = 0; i < 32 * groups; ++i) {
-    const uint8_t byte = blocks[i / 2];
-    const float v = ops::E2M1ToFloat(i % 2 ? byte >> 4 : byte & 0xF);
-    dst[i] = ops::FloatToBF16(v * std::ldexp(1.0f, scales[i / 32] - 127));
+  for (uint64_t g = 0; g < groups; ++g) {
+    const float s = std::ldexp(1.0f, scales[g] - 127);
+    for (uint64_t i = 0; i < 32; ++i) {
+      const uint8_t byte = blocks[16 * g + i / 2];
+      dst[32 * g + i] = ops::FloatToBF16(ops::E2M1ToFloat(i % 2 ? byte >> 4 : byte & 0xF) * s);
+    }
   }
 }
 

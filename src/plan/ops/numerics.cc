@@ -3,6 +3,7 @@
 #include "plan/ops/numerics.h"
 
 #include <cpuid.h>
+#include <xmmintrin.h>
 
 #include <algorithm>
 #include <bit>
@@ -101,6 +102,32 @@ void QuantizeFp8With(const Kernels& k, const void* src, FloatType src_type, uint
 }  // namespace numerics
 
 namespace {
+
+// The kernels' results are defined under the default floating-point
+// environment: round to nearest even, no flush-to-zero or
+// denormals-are-zero (which would lose subnormal products and MXFP4's
+// 2^-127), every exception masked (0 * inf must give NaN, not SIGFPE). A
+// caller may have changed MXCSR (torch.set_flush_denormal, -ffast-math
+// libraries), so each entry point sets it for its duration and restores it,
+// exception flags included.
+class DefaultFpEnv {
+ public:
+  DefaultFpEnv() : saved_(_mm_getcsr()) {
+    if (saved_ != Wanted()) _mm_setcsr(Wanted());
+  }
+  ~DefaultFpEnv() {
+    if (saved_ != Wanted()) _mm_setcsr(saved_);
+  }
+  DefaultFpEnv(const DefaultFpEnv&) = delete;
+  DefaultFpEnv& operator=(const DefaultFpEnv&) = delete;
+
+ private:
+  static constexpr unsigned kFlushToZero = 1u << 15, kRounding = 3u << 13, kExceptionMasks = 0x3Fu << 7,
+                            kDenormalsAreZero = 1u << 6;
+  unsigned Wanted() const { return (saved_ & ~(kFlushToZero | kRounding | kDenormalsAreZero)) | kExceptionMasks; }
+  const unsigned saved_;
+};
+
 const numerics::Kernels& Active() {
   static const numerics::Kernels& k = numerics::KernelsFor(numerics::ActiveIsa());
   return k;
@@ -129,15 +156,18 @@ uint32_t FloatTypeBytes(FloatType t) { return t == FloatType::kF32 ? 4 : 2; }
 
 void DequantFp8Row(const uint8_t* w, const float* scales, uint64_t cols, uint64_t block_cols, FloatType out,
                    void* dst, uint64_t col_offset) {
+  const DefaultFpEnv env;
   Active().dequant_fp8_row(w, scales, cols, block_cols, out, dst, col_offset);
 }
 
 void DequantFp8(const uint8_t* w, const float* scales, uint64_t rows, uint64_t cols, uint64_t block_rows,
                 uint64_t block_cols, FloatType out, void* dst) {
+  const DefaultFpEnv env;
   numerics::DequantFp8With(Active(), w, scales, rows, cols, block_rows, block_cols, out, dst);
 }
 
 void DequantMxfp4Row(const uint8_t* blocks, const uint8_t* scales, uint64_t groups, FloatType out, void* dst) {
+  const DefaultFpEnv env;
   Active().dequant_mxfp4_row(blocks, scales, groups, out, dst);
 }
 
@@ -149,6 +179,7 @@ float Fp8BlockScale(float amax) {
 
 void QuantizeFp8(const void* src, FloatType src_type, uint64_t rows, uint64_t cols, uint64_t row_stride,
                  uint64_t block_rows, uint64_t block_cols, uint8_t* q, float* scale_inv) {
+  const DefaultFpEnv env;
   numerics::QuantizeFp8With(Active(), src, src_type, rows, cols, row_stride, block_rows, block_cols, q, scale_inv);
 }
 

@@ -180,7 +180,9 @@ void AbsMaxRow(const void* src, FloatType type, uint64_t cols, uint64_t block_co
   WithFloatType(type, [&](auto t) { AbsMaxRowT<decltype(t)::value>(src, cols, block_cols, amax_bits); });
 }
 
-// FloatToE4M3 on eight lanes, as 32-bit codes.
+// FloatToE4M3 on eight lanes, as 32-bit codes. Codes below the smallest normal come from
+// adding 2^14, where an fp32 ulp is 2^-9: the addition rounds |y| / 2^-9 to
+// nearest even (numerics.cc keeps MXCSR at its default meanwhile).
 MOEPACK_AVX2 inline __m256i EncodeE4M3(__m256 y) {
   const __m256i u = _mm256_castps_si256(y);
   const __m256i a = _mm256_and_si256(u, Set1(0x7FFFFFFFu));

@@ -174,7 +174,9 @@ void AbsMaxRow(const void* src, FloatType type, uint64_t cols, uint64_t block_co
   WithFloatType(type, [&](auto t) { AbsMaxRowT<decltype(t)::value>(src, cols, block_cols, amax_bits); });
 }
 
-// FloatToE4M3 on sixteen lanes, as 32-bit codes.
+// FloatToE4M3 on sixteen lanes, as 32-bit codes. Codes below the smallest normal come from
+// adding 2^14, where an fp32 ulp is 2^-9: the addition rounds |y| / 2^-9 to
+// nearest even (numerics.cc keeps MXCSR at its default meanwhile).
 MOEPACK_AVX512 inline __m512i EncodeE4M3(__m512 y) {
   const __m512i u = _mm512_castps_si512(y);
   const __m512i a = _mm512_and_si512(u, Set1(0x7FFFFFFFu));

@@ -193,11 +193,12 @@ uint8_t FloatToE4M3(float f) {
   if (a >= 0x3C800000u) {                     // >= 2^-6: a normal code; 448 is not reached from below 448
     return static_cast<uint8_t>(sign | (((a + 0x7FFFFu + ((a >> 20) & 1u)) >> 20) - ((127u - 7u) << 3)));
   }
-  // |f| < 2^-6: the code is |f| / 2^-9 rounded; in [2^14, 2^15) an fp32 ulp
-  // is 2^-9, so the addition rounds exactly there (and gives 8, the smallest
-  // normal, when it rounds up to 2^-6).
-  const float mag = std::bit_cast<float>(a) + 16384.0f;
-  return static_cast<uint8_t>(sign | (std::bit_cast<uint32_t>(mag) - 0x46800000u));
+  // |f| < 2^-6: the code is k = |f| / 2^-9 rounded (8, the smallest normal,
+  // when it rounds up to 2^-6). In integers, so that no floating-point mode
+  // of the caller's can change it.
+  if (a <= 0x3A800000u) return sign;  // <= 2^-10, half the smallest subnormal: ties to 0
+  const uint32_t e = a >> 23, m = (a & 0x7FFFFFu) | 0x800000u;  // |f| = m * 2^(e-150)
+  return static_cast<uint8_t>(sign | ShiftRoundEven(m, 141 - e));
 }
 
 namespace numerics {
