@@ -550,7 +550,9 @@ Quantized RefQuantize(const Source& src, uint64_t br, uint64_t bc) {
       if (s == 0.0f) s = std::numeric_limits<float>::denorm_min();
       out.s[bi * gc + bj] = s;
       for (uint64_t r = bi * br; r < r1; ++r) {
-        for (uint64_t c = bj * bc; c < c1; ++c) out.q[r * src.cols + c] = RefE4M3Encode(src.values[r * src.stride + c] / s);
+        for (uint64_t c = bj * bc; c < c1; ++c) {
+          out.q[r * src.cols + c] = RefE4M3Encode(src.values[r * src.stride + c] / s);
+        }
       }
     }
   }
@@ -702,7 +704,9 @@ TEST(NumericsRoundTrip, Bf16ThroughFp8WithinTheBound) {
   std::vector<uint16_t> y(rows * cols);
   DequantFp8(q.data(), s.data(), rows, cols, br, bc, FloatType::kBF16, y.data());
 
-  auto ulp8 = [](double m) { return m < 0x1p-6 ? 0x1p-9 : std::ldexp(1.0, static_cast<int>(std::floor(std::log2(m))) - 3); };
+  auto ulp8 = [](double m) {
+    return m < 0x1p-6 ? 0x1p-9 : std::ldexp(1.0, static_cast<int>(std::floor(std::log2(m))) - 3);
+  };
   auto ulp16 = [](double m) {
     return m < 0x1p-126 ? 0x1p-133 : std::ldexp(1.0, static_cast<int>(std::floor(std::log2(m))) - 7);
   };
@@ -787,7 +791,9 @@ TEST(NumericsFpEnv, ResultsDoNotDependOnTheCallersMxcsr) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllIsas, NumericsIsa, ::testing::Values(Isa::kScalar, Isa::kAvx2, Isa::kAvx512),
-                         [](const ::testing::TestParamInfo<Isa>& i) { return std::string(numerics::IsaName(i.param)); });
+                         [](const ::testing::TestParamInfo<Isa>& i) {
+                           return std::string(numerics::IsaName(i.param));
+                         });
 
 }  // namespace
 }  // namespace moepack::ops
