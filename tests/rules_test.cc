@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "ckpt_util.h"
+#include "family_names.h"
 #include "moepack/convert.h"
 #include "moepack/rules.h"
 #include "testutil.h"
@@ -358,6 +359,39 @@ TEST(RuleFile, EveryBuiltinFamilyParses) {
   EXPECT_NE(unknown.status().message().find("qwen3_moe"), std::string::npos) << unknown.status().message();
 }
 
+// config.json selects a family by model_type (also a Hub alias such as
+// Kimi-K2's), by architectures, or by a nested config's model_type.
+TEST(RuleFile, ConfigsSelectTheirFamily) {
+  struct Case {
+    const char* config;
+    const char* family;
+  };
+  const Case cases[] = {
+      {R"({"model_type": "kimi_k2", "architectures": ["DeepseekV3ForCausalLM"]})", "deepseek_v3"},
+      {R"({"model_type": "kimi_k2"})", "deepseek_v3"},
+      {R"({"model_type": "nemotron_h_custom", "architectures": ["NemotronHForCausalLM"]})", "nemotron_h"},
+      {R"({"model_type": "vlm", "text_config": {"model_type": "glm4v_moe_text"}})", "glm4v_moe"},
+      {R"({"model_type": "qwen3_omni_moe_thinker", "text_config": {"model_type": "qwen3_omni_moe_text"}})",
+       "qwen3_omni_moe_thinker"},
+      {R"({"architectures": ["DeepseekV4ForCausalLM"]})", "deepseek_v4"},
+  };
+  for (const Case& c : cases) {
+    auto config = ModelConfig::Parse(c.config, "config.json");
+    ASSERT_TRUE(config.ok()) << c.config;
+    auto rs = RulesForConfig(*config);
+    ASSERT_TRUE(rs.ok()) << c.config << ": " << rs.status().message();
+    EXPECT_EQ(rs->family(), c.family) << c.config;
+  }
+  // Every family's own model_type selects it.
+  for (const auto& n : testing::AllFamilyNames()) {
+    auto config = ModelConfig::Parse("{\"model_type\": \"" + n.family + "\"}", "config.json");
+    ASSERT_TRUE(config.ok());
+    auto rs = RulesForConfig(*config);
+    ASSERT_TRUE(rs.ok()) << n.family;
+    EXPECT_EQ(rs->family(), n.family);
+  }
+}
+
 // ---- name templates -------------------------------------------------------
 
 RuleSet Qwen3() {
@@ -440,6 +474,8 @@ TEST(NameTemplate, ExpertIdsAreCanonicalNumbers) {
 }
 
 TEST(NameTemplate, RenamesOfEveryBuiltinFamilyInvert) {
+  // Names of checkpoints with layers under model. (every family but
+  // nemotron_h's backbone. and deepseek_v4's bare upstream names).
   const std::vector<std::string> names = {
       "model.layers.0.block_sparse_moe.gate.weight",
       "model.layers.12.block_sparse_moe.experts.7.w1.weight",
@@ -448,6 +484,7 @@ TEST(NameTemplate, RenamesOfEveryBuiltinFamilyInvert) {
       "model.embed_tokens.weight",
   };
   for (const auto& f : BuiltinFamilies()) {
+    if (f == "nemotron_h" || f == "deepseek_v4") continue;
     auto rs = BuiltinRules(f);
     ASSERT_TRUE(rs.ok());
     for (const auto& n : names) {
@@ -474,6 +511,33 @@ TEST(NameTemplate, RenamesOfEveryBuiltinFamilyInvert) {
   ASSERT_TRUE(mix.ok());
   EXPECT_EQ(mix->Rename("model.layers.3.block_sparse_moe.gate.weight", Direction::kToFused),
             "model.layers.3.mlp.gate.weight");
+}
+
+// Every name a family's checkpoints have (synth writes them in the Hub and
+// the v5 layouts): the renames invert on each Hub name, and leave each v5
+// name as it is, since converting back reads a checkpoint's names forward
+// first.
+TEST(NameTemplate, RenamesInvertOnEveryRealName) {
+  for (const auto& f : BuiltinFamilies()) {
+    auto rs = BuiltinRules(f);
+    ASSERT_TRUE(rs.ok());
+    for (const char* dtype : {"bf16", "fp8"}) {
+      TempDir d;
+      testing::SynthOrDie(d / "hub", testing::TinyOptions(f, "per-expert", dtype));
+      testing::SynthOrDie(d / "v5", testing::TinyOptions(f, "fused", dtype));
+      size_t renamed = 0;
+      for (const auto& [n, _] : testing::ReadTensors(d / "hub")) {
+        const std::string v5 = rs->Rename(n, Direction::kToFused);
+        EXPECT_EQ(rs->Rename(v5, Direction::kToPerExpert), n) << f << ": " << n << " -> " << v5;
+        renamed += v5 != n;
+      }
+      for (const auto& [n, _] : testing::ReadTensors(d / "v5")) {
+        EXPECT_EQ(rs->Rename(n, Direction::kToFused), n) << f << ": v5 name " << n;
+      }
+      // A family with renames uses them on its own names.
+      EXPECT_EQ(renamed > 0, !rs->renames().empty()) << f << " " << dtype;
+    }
+  }
 }
 
 // ---- every op round-trips exactly ------------------------------------------
