@@ -23,4 +23,7 @@ std::string_view DirectionName(Direction d);
 // "" (let the shapes tell), "hf" (the Hub's) or "v5".
 Result<SourceLayout> ParseSourceLayout(std::string_view text);
 
+// "" (keep), "bf16", "f16", "f32" (dequantize) or "fp8" (quantize).
+Result<DTypeChange> ParseDTypeChange(std::string_view text);
+
 }  // namespace moepack

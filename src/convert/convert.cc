@@ -15,6 +15,9 @@ Result<ConvertResult> Convert(const std::string& src, const std::string& dst, co
   po.direction = options.direction;
   po.max_shard_size = options.max_shard_size;
   po.source_layout = options.source_layout;
+  po.dtype = options.dtype;
+  po.block_rows = options.block_rows;
+  po.block_cols = options.block_cols;
   MOEPACK_ASSIGN_OR_RETURN(Plan plan, MakePlan(ckpt, rules, po));
   ConvertResult result{std::move(plan), {}};
   if (options.dry_run) return result;

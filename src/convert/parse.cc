@@ -49,3 +49,19 @@ Result<SourceLayout> ParseSourceLayout(std::string_view text) {
 }
 
 }  // namespace moepack
+
+namespace moepack {
+
+Result<DTypeChange> ParseDTypeChange(std::string_view text) {
+  static const std::pair<std::string_view, DTypeChange> kNames[] = {{"", DTypeChange::kKeep},
+                                                                     {"bf16", DTypeChange::kToBF16},
+                                                                     {"f16", DTypeChange::kToF16},
+                                                                     {"f32", DTypeChange::kToF32},
+                                                                     {"fp8", DTypeChange::kToFP8}};
+  for (const auto& [name, d] : kNames) {
+    if (text == name) return d;
+  }
+  return Status::InvalidArgument("'" + std::string(text) + "' is not a dtype (bf16, f16, f32 or fp8)");
+}
+
+}  // namespace moepack
