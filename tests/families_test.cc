@@ -717,11 +717,9 @@ TEST(GptOssMxfp4, DequantizesIntoV5sLayout) {
   EXPECT_EQ(testing::DiffTensors(b, testing::ReadTensors(d / "again")), "");
 }
 
-// Disabled until verify pairs them across shards: synth shuffles tensors
-// into shards as real checkpoints may be split, and convert --dtype bf16
-// takes each _blocks with its _scales from wherever they are, but verify
-// (src/verify) refuses "'model.layers.1.mlp.experts.down_proj_blocks':
-// MXFP4 blocks and scales in two shards"; with one shard it verifies.
+// synth shuffles tensors into shards as real checkpoints may be split:
+// verify must pair each _blocks with its _scales wherever they are, as convert
+// does.
 TEST(GptOssMxfp4, VerifyPairsBlocksAndScalesAcrossShards) {
   SynthOptions o = testing::TinyOptions("gpt_oss", "fused", "mxfp4");
   o.layers = 2;
@@ -734,6 +732,22 @@ TEST(GptOssMxfp4, VerifyPairsBlocksAndScalesAcrossShards) {
   auto r = Verify(d / "hub", d / "v5", VerifyOptions{});
   ASSERT_TRUE(r.ok()) << r.status().message();
   EXPECT_TRUE(r->ok) << r->problem;
+}
+
+// MXFP4 cannot be cut into experts as stored: per-expert without --dtype is
+// refused before anything exists, naming the tensor and the way out.
+TEST(GptOssMxfp4, PerExpertWithoutDtypeIsRefusedWithTheRemedy) {
+  SynthOptions o = testing::TinyOptions("gpt_oss", "fused", "mxfp4");
+  o.intermediate = 64;
+  TempDir d;
+  testing::SynthOrDie(d / "hub", o);
+  auto r = testing::RunMoepack("convert " + d / "hub" + " " + d / "out --to per-expert");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("_blocks'"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--dtype bf16 dequantizes it first"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(d / "out"));
+  r = testing::RunMoepack("convert " + d / "hub" + " " + d / "out --to per-expert --dtype bf16");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
 }
 
 // ---- qwen3_vl_moe: H == 2I cannot be told apart -------------------------------

@@ -221,7 +221,10 @@ Status Planner::CollectReverse(const Source& s) {
     return Status::InvalidArgument("'" + s.name + "' is another form of the fused tensor '" +
                                    rules_.TargetName(m->fusion, m->prefix) + "' (fusion \"" +
                                    rules_.fusions()[m->fusion].name + "\") that the " + rules_.family() +
-                                   " rules cannot cut into experts; it would stay fused in a per-expert checkpoint");
+                                   " rules cannot cut into experts; it would stay fused in a per-expert checkpoint" +
+                                   (s.info->dtype == DType::U8 || IsFloat8(s.info->dtype)
+                                        ? std::string(" (it is quantized: --dtype bf16 dequantizes it first)")
+                                        : std::string()));
   }
   return AddCopy(s, out);
 }
