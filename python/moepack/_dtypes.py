@@ -100,6 +100,15 @@ def to_torch(array, name, torch):
     return t
 
 
+def flat_bytes(tensor, torch=None):
+    """A flat uint8 view of a contiguous torch tensor's or numpy array's
+    memory (a torch tensor for torch, on its device)."""
+    if is_torch_tensor(tensor):
+        flat = tensor.detach().reshape(-1)  # a view: the tensor is contiguous
+        return flat if flat.dtype == torch.uint8 else flat.view(torch.uint8)
+    return tensor.reshape(-1).view(np.uint8)
+
+
 def from_bytes(data, name, shape):
     """A numpy storage array over a 1-D uint8 array of a tensor's bytes (no copy)."""
     return data.view(numpy_dtype(name)).reshape(storage_shape(name, shape))
