@@ -113,15 +113,23 @@ inline void CheckPlan(const Plan& plan) {
       FUZZ_CHECK(c.dst_offset <= t.nbytes && c.length <= t.nbytes - c.dst_offset, t.name.c_str());
       dst.emplace_back(c.dst_offset, c.dst_offset + c.length);
     }
-    for (const TransposeBlock& b : t.transposes) {
-      FUZZ_CHECK(b.src_file < sizes.size(), t.name.c_str());
-      FUZZ_CHECK(b.elem_bytes > 0, t.name.c_str());
-      uint64_t len = 0;
-      FUZZ_CHECK(!__builtin_mul_overflow(b.rows, b.cols, &len) && !__builtin_mul_overflow(len, b.elem_bytes, &len),
-                 t.name.c_str());
-      FUZZ_CHECK(b.src_offset <= sizes[b.src_file] && len <= sizes[b.src_file] - b.src_offset, t.name.c_str());
-      FUZZ_CHECK(b.dst_offset <= t.nbytes && len <= t.nbytes - b.dst_offset, t.name.c_str());
-      if (len) dst.emplace_back(b.dst_offset, b.dst_offset + len);
+    for (const Gather& g : t.gathers) {
+      FUZZ_CHECK(g.dst_offset <= t.nbytes && g.length <= t.nbytes - g.dst_offset, t.name.c_str());
+      uint64_t written = 0;
+      for (const BlockMove& b : g.blocks) {
+        FUZZ_CHECK(b.src_file < sizes.size(), t.name.c_str());
+        FUZZ_CHECK(b.elem_bytes > 0, t.name.c_str());
+        uint64_t len = 0;
+        FUZZ_CHECK(!__builtin_mul_overflow(b.rows, b.cols, &len) && !__builtin_mul_overflow(len, b.elem_bytes, &len),
+                   t.name.c_str());
+        FUZZ_CHECK(b.src_offset <= sizes[b.src_file] && b.src_span() <= sizes[b.src_file] - b.src_offset,
+                   t.name.c_str());
+        FUZZ_CHECK(b.dst_offset >= g.dst_offset && b.dst_offset - g.dst_offset + b.dst_span() <= g.length,
+                   t.name.c_str());
+        written += len;
+      }
+      FUZZ_CHECK(written == g.length, t.name.c_str());  // each byte of the region once
+      if (g.length) dst.emplace_back(g.dst_offset, g.dst_offset + g.length);
     }
     std::sort(dst.begin(), dst.end());
     uint64_t at = 0;

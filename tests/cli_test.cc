@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "ckpt_util.h"
+#include "family_names.h"
 #include "moepack/rules.h"
 #include "testutil.h"
 
@@ -23,17 +24,16 @@ using testing::TempDir;
 
 
 // MoE layers of the tiny preset (4 layers, 8 experts): families with dense
-// first layers start at first_k_dense_replace (read from config.json);
-// qwen3_omni_moe adds its talker's (half as many) layers.
+// first layers or hybrid layouts say which in config.json (family_names.h
+// reads them); qwen3_omni_moe adds its talker's (half as many) layers.
 uint64_t MoeLayers(const std::string& family, const json& cfg) {
   if (family == "qwen3_omni_moe") {
     return cfg["thinker_config"]["text_config"]["num_hidden_layers"].get<uint64_t>() +
            cfg["talker_config"]["text_config"]["num_hidden_layers"].get<uint64_t>();
   }
   const json& text = cfg.contains("text_config") ? cfg["text_config"] : cfg;
-  const uint64_t layers = text["num_hidden_layers"].get<uint64_t>();
-  EXPECT_EQ(layers, 4u) << family;
-  return layers - (text.contains("first_k_dense_replace") ? text["first_k_dense_replace"].get<uint64_t>() : 0);
+  EXPECT_EQ(testing::NumLayers(text), 4) << family;
+  return testing::MoeLayerIndices(text).size();
 }
 
 struct InspectCase {

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "ckpt_util.h"
+#include "family_names.h"
 #include "moepack/checkpoint.h"
 #include "moepack/convert.h"
 #include "moepack/rules.h"
@@ -40,46 +41,61 @@ using testing::TensorMap;
 constexpr int kLayers = 4, kExperts = 6, kHidden = 160, kInter = 48;
 
 struct StackSpec {
-  std::string prefix;      // before "layers."
+  std::string prefix;      // before "layers." on the Hub
   std::string config;      // dotted path of its text config ("" = top level)
   int divisor = 1;         // synth scales the omni talker down by 2
 };
 
+// Names (blocks, leaves, routers, renames) come from family_names.h.
 struct Family {
   std::string name;
   std::string dtype;        // the dtype the table test runs in
   std::string hub_layout;   // what the Hub ships: per-expert | fused-transposed | fused
-  std::string hub_block;    // "mlp" | "block_sparse_moe"
-  std::vector<std::string> leaves;  // gate, up, down leaf names on the Hub
-  std::string router_hub;   // under the block, Hub names
-  std::string router_v5;    // under "mlp", v5 names
   std::vector<StackSpec> stacks;
+  const testing::FamilyNames& names() const { return testing::NamesOf(name); }
 };
-
-const std::vector<std::string> kGUD = {"gate_proj", "up_proj", "down_proj"};
-const std::vector<std::string> kW = {"w1", "w3", "w2"};  // w1 = gate, w3 = up, w2 = down
 
 const std::vector<StackSpec> kModel = {{"model.", ""}};
 const std::vector<StackSpec> kLanguageModel = {{"model.language_model.", "text_config"}};
 
 const std::vector<Family>& Families() {
   static const std::vector<Family> f = {
-      {"qwen2_moe", "bf16", "per-expert", "mlp", kGUD, "gate.weight", "gate.weight", kModel},
-      {"qwen3_moe", "f16", "per-expert", "mlp", kGUD, "gate.weight", "gate.weight", kModel},
-      {"qwen3_next", "f32", "per-expert", "mlp", kGUD, "gate.weight", "gate.weight", kModel},
-      {"olmoe", "bf16", "per-expert", "mlp", kGUD, "gate.weight", "gate.weight", kModel},
-      {"deepseek_v2", "fp8", "per-expert", "mlp", kGUD, "gate.weight", "gate.weight", kModel},
-      {"deepseek_v3", "fp8", "per-expert", "mlp", kGUD, "gate.weight", "gate.weight", kModel},
-      {"glm4_moe", "bf16", "per-expert", "mlp", kGUD, "gate.weight", "gate.weight", kModel},
-      {"dots1", "f16", "per-expert", "mlp", kGUD, "gate.weight", "gate.weight", kModel},
-      {"hunyuan_v1_moe", "f32", "per-expert", "mlp", kGUD, "gate.wg.weight", "gate.wg.weight", kModel},
-      {"mixtral", "bf16", "per-expert", "block_sparse_moe", kW, "gate.weight", "gate.weight", kModel},
-      {"minimax", "fp8", "per-expert", "block_sparse_moe", kW, "gate.weight", "gate.weight", kModel},
-      {"phimoe", "f16", "per-expert", "block_sparse_moe", kW, "gate.weight", "router.weight", kModel},
-      {"qwen3_omni_moe", "bf16", "per-expert", "mlp", kGUD, "gate.weight", "gate.weight",
+      {"qwen2_moe", "bf16", "per-expert", kModel},
+      {"qwen3_moe", "f16", "per-expert", kModel},
+      {"qwen3_next", "f32", "per-expert", kModel},
+      {"olmoe", "bf16", "per-expert", kModel},
+      {"deepseek_v2", "fp8", "per-expert", kModel},
+      {"deepseek_v3", "fp8", "per-expert", kModel},
+      {"glm4_moe", "bf16", "per-expert", kModel},
+      {"dots1", "f16", "per-expert", kModel},
+      {"hunyuan_v1_moe", "f32", "per-expert", kModel},
+      {"mixtral", "bf16", "per-expert", kModel},
+      {"minimax", "fp8", "per-expert", kModel},
+      {"phimoe", "f16", "per-expert", kModel},
+      {"qwen3_omni_moe", "bf16", "per-expert",
        {{"thinker.model.", "thinker_config.text_config"}, {"talker.model.", "talker_config.text_config", 2}}},
-      {"qwen3_vl_moe", "f32", "fused-transposed", "mlp", kGUD, "gate.weight", "gate.weight", kLanguageModel},
-      {"qwen3_5_moe", "bf16", "fused", "mlp", kGUD, "gate.weight", "gate.weight", kLanguageModel},
+      {"qwen3_vl_moe", "f32", "fused-transposed", kLanguageModel},
+      {"qwen3_5_moe", "bf16", "fused", kLanguageModel},
+      {"afmoe", "bf16", "per-expert", kModel},
+      {"glm4_moe_lite", "fp8", "per-expert", kModel},
+      {"glm_moe_dsa", "fp8", "per-expert", kModel},
+      {"glm4v_moe", "bf16", "per-expert", kLanguageModel},
+      {"longcat_flash", "fp8", "per-expert", kModel},
+      {"solar_open", "f16", "per-expert", kModel},
+      {"flex_olmo", "f32", "per-expert", kModel},
+      {"qwen3_omni_moe_thinker", "bf16", "per-expert", {{"model.", "text_config"}}},
+      {"ernie4_5_moe", "bf16", "per-expert", kModel},
+      {"exaone_moe", "f16", "per-expert", kModel},
+      {"hy_v3", "bf16", "per-expert", kModel},
+      {"laguna", "f32", "per-expert", kModel},
+      {"deepseek_v32", "fp8", "per-expert", kModel},
+      {"mimo_v2_flash", "bf16", "per-expert", kModel},
+      {"minimax_m2", "fp8", "per-expert", kModel},
+      {"kimi_linear", "bf16", "per-expert", kModel},
+      {"lfm2_moe", "f16", "per-expert", kModel},
+      {"jamba", "bf16", "per-expert", kModel},
+      {"nemotron_h", "fp8", "per-expert", {{"backbone.", ""}}},
+      {"deepseek_v4", "fp8", "per-expert", {{"", ""}}},
   };
   return f;
 }
@@ -123,6 +139,7 @@ const json* At(const json& j, const std::string& path) {
 struct StackDims {
   std::string prefix;
   uint64_t E, H, I;
+  uint64_t scored;  // experts the router scores: E, plus LongCat's zero_expert_num identity experts
   std::vector<int> moe_layers;
 };
 
@@ -139,12 +156,15 @@ std::vector<StackDims> ExpectedStacks(const Family& f, const std::string& dir) {
     const json* text = s.config.empty() ? &cfg : At(cfg, s.config);
     EXPECT_NE(text, nullptr) << f.name << ": no " << s.config;
     if (!text) return out;
-    // Dense first layers (deepseek_v2/v3, glm4_moe, dots1) come from config.json.
-    const int first_moe = text->contains("first_k_dense_replace") ? (*text)["first_k_dense_replace"].get<int>() : 0;
-    for (int L = first_moe; L < layers; ++L) d.moe_layers.push_back(L);
+    // Dense first layers (deepseek_v2/v3, glm4_moe, dots1, ...) and hybrid
+    // layouts come from config.json.
+    EXPECT_EQ(testing::NumLayers(*text), layers) << f.name;
+    d.moe_layers = testing::MoeLayerIndices(*text);
+    EXPECT_FALSE(d.moe_layers.empty()) << f.name;
+    d.scored = d.E + (text->contains("zero_expert_num") ? (*text)["zero_expert_num"].get<uint64_t>() : 0);
     // The config must say what the options asked for.
     uint64_t e = 0;
-    for (const char* k : {"num_experts", "n_routed_experts", "num_local_experts"}) {
+    for (const char* k : {"num_experts", "n_routed_experts", "num_local_experts", "moe_num_experts"}) {
       if (text->contains(k)) e = (*text)[k].get<uint64_t>();
     }
     EXPECT_EQ(e, d.E) << f.name << " " << s.prefix;
@@ -188,21 +208,6 @@ bool IsPerExpertName(const std::string& name) {
   return p != std::string::npos && p + 9 < name.size() && std::isdigit(static_cast<unsigned char>(name[p + 9]));
 }
 
-// The v5 name of a tensor that is not an expert: the family's renames,
-// written out here by hand.
-std::string V5Name(const Family& f, std::string name) {
-  if (f.hub_block == "block_sparse_moe") {
-    for (size_t p; (p = name.find(".block_sparse_moe.")) != std::string::npos;) name.replace(p, 18, ".mlp.");
-  }
-  if (f.router_v5 != f.router_hub) {
-    const std::string from = ".mlp." + f.router_hub, to = ".mlp." + f.router_v5;
-    if (name.size() >= from.size() && name.compare(name.size() - from.size(), from.size(), from) == 0) {
-      name.replace(name.size() - from.size(), from.size(), to);
-    }
-  }
-  return name;
-}
-
 class FamilyTest : public ::testing::TestWithParam<std::string> {
  protected:
   const Family& family() const { return Get(GetParam()); }
@@ -223,13 +228,18 @@ TEST(FamilyTable, CoversEveryBuiltinFamily) {
   auto mine = AllFamilies();
   std::sort(mine.begin(), mine.end());
   EXPECT_EQ(mine, builtin);
-  EXPECT_EQ(mine.size(), 15u);
+  EXPECT_EQ(mine.size(), 35u);
+  std::vector<std::string> named;
+  for (const auto& n : testing::AllFamilyNames()) named.push_back(n.family);
+  std::sort(named.begin(), named.end());
+  EXPECT_EQ(named, builtin);
 }
 
 // ---- the v5 table -----------------------------------------------------------
 
 TEST_P(FamilyTest, FusedOutputHasV5NamesShapesAndBytes) {
   const Family& f = family();
+  const testing::FamilyNames& n = f.names();
   const std::string src = d_ / "src", out = d_ / "fused";
   testing::SynthOrDie(src, Options(f, f.hub_layout, f.dtype));
   auto r = testing::ConvertOrDie(src, out, Direction::kToFused);
@@ -238,14 +248,17 @@ TEST_P(FamilyTest, FusedOutputHasV5NamesShapesAndBytes) {
   const DType wdt = WeightDType(f.dtype);
   const bool fp8 = f.dtype == "fp8";
   const uint64_t es = testing::ElementBytes(wdt);
+  // Non-gated experts (nemotron_h) have an up projection and no gate.
+  const bool gated = n.gated();
+  const int kGate = 0, kUp = gated ? 1 : 0, kDown = gated ? 2 : 1;
 
   std::set<std::string> expected;  // every name DST must have
   for (const StackDims& s : ExpectedStacks(f, src)) {
     const uint64_t E = s.E, H = s.H, I = s.I;
     for (int L : s.moe_layers) {
       SCOPED_TRACE(Layer(s, L));
-      const std::string v5 = Layer(s, L) + "mlp.";
-      const std::string hub = Layer(s, L) + f.hub_block + ".";
+      const std::string v5 = testing::V5Name(n, Layer(s, L)) + n.v5_block + ".";
+      const std::string hub = Layer(s, L) + n.hub_block + ".";
       auto expect = [&](const std::string& name, DType dt, std::vector<uint64_t> shape) -> const RawTensor* {
         expected.insert(name);
         auto it = b.find(name);
@@ -255,43 +268,53 @@ TEST_P(FamilyTest, FusedOutputHasV5NamesShapesAndBytes) {
         EXPECT_EQ(it->second.shape, shape) << name;
         return it->second.shape == shape ? &it->second : nullptr;
       };
-      const RawTensor* gu = expect(v5 + "experts.gate_up_proj", wdt, {E, 2 * I, H});
+      const std::string up_name = gated ? "experts.gate_up_proj" : "experts.up_proj";
+      const RawTensor* gu = expect(v5 + up_name, wdt, {E, (gated ? 2 : 1) * I, H});
       const RawTensor* dn = expect(v5 + "experts.down_proj", wdt, {E, H, I});
       const RawTensor* gus = nullptr;
       const RawTensor* dns = nullptr;
       if (fp8) {
-        gus = expect(v5 + "experts.gate_up_proj_scale_inv", DType::F32, {E, 2 * CeilDiv(I, 128), CeilDiv(H, 128)});
+        gus = expect(v5 + up_name + "_scale_inv", DType::F32, {E, (gated ? 2 : 1) * CeilDiv(I, 128), CeilDiv(H, 128)});
         dns = expect(v5 + "experts.down_proj_scale_inv", DType::F32, {E, CeilDiv(H, 128), CeilDiv(I, 128)});
       }
       // The router keeps its bytes under its v5 name.
       const RawTensor* router = nullptr;
-      if (a.count(hub + f.router_hub)) router = &a.at(hub + f.router_hub);
-      ASSERT_NE(router, nullptr) << "no router " << hub + f.router_hub << " in the source";
-      const RawTensor* rv5 = expect(v5 + f.router_v5, router->dtype, {E, H});
+      if (a.count(hub + n.router_hub)) router = &a.at(hub + n.router_hub);
+      ASSERT_NE(router, nullptr) << "no router " << hub + n.router_hub << " in the source";
+      const RawTensor* rv5 = expect(v5 + n.router_v5, router->dtype, {s.scored, H});
       if (rv5) {
         EXPECT_TRUE(rv5->data == router->data);
       }
       if (!gu || !dn) continue;
 
       if (f.hub_layout == "per-expert") {
-        auto expert = [&](uint64_t j, int which, const char* suffix) -> const RawTensor& {
-          const std::string n = hub + "experts." + std::to_string(j) + "." + f.leaves[which] + suffix;
+        auto expert = [&](uint64_t j, int which, const std::string& suffix) -> const RawTensor& {
+          const std::string name = hub + "experts." + std::to_string(j) + "." + n.leaves[which] + suffix;
           static const RawTensor none;
-          auto it = a.find(n);
-          EXPECT_NE(it, a.end()) << n;
+          auto it = a.find(name);
+          EXPECT_NE(it, a.end()) << name;
           return it == a.end() ? none : it->second;
         };
+        const std::string scale = n.scale_suffix;
         for (uint64_t j = 0; j < E; ++j) {
           const std::string g = Slice(*gu, j);
-          EXPECT_TRUE(Rows(g, H, 0, I, es) == expert(j, 0, ".weight").data) << "gate rows of expert " << j;
-          EXPECT_TRUE(Rows(g, H, I, I, es) == expert(j, 1, ".weight").data) << "up rows of expert " << j;
-          EXPECT_TRUE(Slice(*dn, j) == expert(j, 2, ".weight").data) << "down of expert " << j;
+          if (gated) {
+            EXPECT_TRUE(Rows(g, H, 0, I, es) == expert(j, kGate, ".weight").data) << "gate rows of expert " << j;
+            EXPECT_TRUE(Rows(g, H, I, I, es) == expert(j, kUp, ".weight").data) << "up rows of expert " << j;
+          } else {
+            EXPECT_TRUE(g == expert(j, kUp, ".weight").data) << "up of expert " << j;
+          }
+          EXPECT_TRUE(Slice(*dn, j) == expert(j, kDown, ".weight").data) << "down of expert " << j;
           if (gus && dns) {
             const uint64_t si = CeilDiv(I, 128), sh = CeilDiv(H, 128);
             const std::string gs = Slice(*gus, j);
-            EXPECT_TRUE(Rows(gs, sh, 0, si, 4) == expert(j, 0, ".weight_scale_inv").data) << "gate scales " << j;
-            EXPECT_TRUE(Rows(gs, sh, si, si, 4) == expert(j, 1, ".weight_scale_inv").data) << "up scales " << j;
-            EXPECT_TRUE(Slice(*dns, j) == expert(j, 2, ".weight_scale_inv").data) << "down scales " << j;
+            if (gated) {
+              EXPECT_TRUE(Rows(gs, sh, 0, si, 4) == expert(j, kGate, scale).data) << "gate scales " << j;
+              EXPECT_TRUE(Rows(gs, sh, si, si, 4) == expert(j, kUp, scale).data) << "up scales " << j;
+            } else {
+              EXPECT_TRUE(gs == expert(j, kUp, scale).data) << "up scales " << j;
+            }
+            EXPECT_TRUE(Slice(*dns, j) == expert(j, kDown, scale).data) << "down scales " << j;
           }
         }
       } else if (f.hub_layout == "fused-transposed") {
@@ -313,7 +336,7 @@ TEST_P(FamilyTest, FusedOutputHasV5NamesShapesAndBytes) {
   // Everything else passes through, renamed as v5 renames it, with its bytes.
   for (const auto& [name, t] : a) {
     if (IsPerExpertName(name)) continue;
-    const std::string v5 = V5Name(f, name);
+    const std::string v5 = testing::V5Name(n, name);
     if (expected.count(v5)) continue;
     expected.insert(v5);
     auto it = b.find(v5);
@@ -326,6 +349,9 @@ TEST_P(FamilyTest, FusedOutputHasV5NamesShapesAndBytes) {
     EXPECT_TRUE(expected.count(name)) << "unexpected output tensor " << name;
     EXPECT_FALSE(IsPerExpertName(name)) << name;
     EXPECT_EQ(name.find("block_sparse_moe"), std::string::npos) << name;
+    if (n.hub_block != n.v5_block) {
+      EXPECT_EQ(name.find("." + n.hub_block + "."), std::string::npos) << name;
+    }
   }
   EXPECT_EQ(b.size(), expected.size());
 }

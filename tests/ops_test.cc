@@ -51,20 +51,22 @@ bool Next(const std::vector<uint64_t>& shape, std::vector<uint64_t>& idx) {
   return false;
 }
 
-FusionRule Rule(size_t sources, int concat_dim, bool transpose) {
+FusionRule Rule(size_t sources, int concat_dim, bool transpose, bool interleave = false) {
   FusionRule f;
   f.name = "f";
   f.target = "{prefix}t";
   for (size_t k = 0; k < sources; ++k) f.sources.push_back("{prefix}e.{expert}.s" + std::to_string(k));
   f.concat_dim = concat_dim;
   f.transpose = transpose;
+  f.interleave = interleave;
   return f;
 }
 
 // torch.stack over experts of torch.cat over sources (each transposed
-// first when the rule says so), element by element.
+// first when the rule says so), element by element; interleaved, source k's
+// x-th index along the concat dim is the fused index K*x + k.
 Bytes ReferenceFuse(const std::vector<std::vector<Bytes>>& src, const std::vector<uint64_t>& shape, uint64_t eb,
-                    int concat_dim, bool transpose, std::vector<uint64_t>* fused_shape) {
+                    int concat_dim, bool transpose, bool interleave, std::vector<uint64_t>* fused_shape) {
   const uint64_t E = src.size(), K = src[0].size();
   std::vector<uint64_t> per = shape;
   if (transpose) per = {shape[1], shape[0]};
@@ -78,8 +80,8 @@ Bytes ReferenceFuse(const std::vector<std::vector<Bytes>>& src, const std::vecto
     std::vector<uint64_t> idx(out_per.size(), 0);
     do {
       std::vector<uint64_t> in = idx;
-      const uint64_t k = in[axis] / per[axis];
-      in[axis] %= per[axis];
+      const uint64_t k = interleave ? in[axis] % K : in[axis] / per[axis];
+      in[axis] = interleave ? in[axis] / K : in[axis] % per[axis];
       if (transpose) in = {in[1], in[0]};
       const uint64_t from = Flat(shape, in), to = e * Count(out_per) + Flat(out_per, idx);
       std::copy_n(src[e][k].begin() + from * eb, eb, out.begin() + to * eb);
@@ -91,25 +93,29 @@ Bytes ReferenceFuse(const std::vector<std::vector<Bytes>>& src, const std::vecto
 TEST(FusionOp, GeometryIsStackThenConcatOnRandomShapes) {
   std::mt19937_64 rng(20261202);
   const DType dtypes[] = {DType::U8, DType::BF16, DType::F32, DType::F64};
-  for (int iter = 0; iter < 300; ++iter) {
+  for (int iter = 0; iter < 400; ++iter) {
     const bool transpose = iter % 4 == 3;
     const size_t rank = transpose ? 2 : 1 + rng() % 3;
     std::vector<uint64_t> shape(rank);
-    for (auto& d : shape) d = 1 + rng() % 5;
+    // Up to 160 elements per dim: large enough that interleaved rows of
+    // >= 512 bytes become runs, not element moves.
+    for (auto& d : shape) d = 1 + (iter % 16 == 5 ? rng() % 160 : rng() % 5);
     const uint64_t E = 1 + rng() % 4, K = 1 + rng() % 3;
-    const int concat_dim = transpose ? 1 : 1 + static_cast<int>(rng() % rank);
+    const int concat_dim = 1 + static_cast<int>(rng() % (transpose ? 2 : rank));
+    const bool interleave = K > 1 && rng() % 3 == 0;
     const DType dtype = dtypes[rng() % 4];
     const uint64_t eb = static_cast<uint64_t>(DTypeBits(dtype) / 8);
     SCOPED_TRACE("iter " + std::to_string(iter) + " E=" + std::to_string(E) + " K=" + std::to_string(K) +
-                 " concat_dim=" + std::to_string(concat_dim) + (transpose ? " transposed" : ""));
+                 " concat_dim=" + std::to_string(concat_dim) + (transpose ? " transposed" : "") +
+                 (interleave ? " interleaved" : ""));
     std::vector<std::vector<Bytes>> src(E);
     for (auto& e : src) {
       for (uint64_t k = 0; k < K; ++k) e.push_back(Random(rng, Count(shape) * eb));
     }
     std::vector<uint64_t> want_shape;
-    const Bytes want = ReferenceFuse(src, shape, eb, concat_dim, transpose, &want_shape);
+    const Bytes want = ReferenceFuse(src, shape, eb, concat_dim, transpose, interleave, &want_shape);
 
-    const FusionRule rule = Rule(K, concat_dim, transpose);
+    const FusionRule rule = Rule(K, concat_dim, transpose, interleave);
     auto op = ops::FusionOp::FromSource(rule, E, dtype, shape);
     ASSERT_TRUE(op.ok()) << op.status().message();
     EXPECT_EQ(op->fused_shape(), want_shape);
@@ -158,7 +164,7 @@ TEST(Pieces, InverseUndoesApply) {
   std::mt19937_64 rng(7);
   ops::Pieces p;
   p.runs = {{8, 0, 24}, {0, 24, 8}};
-  p.blocks = {{32, 32, 3, 4, 2}, {56, 56, 2, 2, 2}};
+  p.blocks = {ops::Block::Transposing(32, 32, 3, 4, 2), ops::Block::Transposing(56, 56, 2, 2, 2)};
   ASSERT_EQ(p.bytes(), 64u);
   const Bytes in = Random(rng, 64);
   Bytes mid(64, 0), back(64, 0);

@@ -5,10 +5,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <filesystem>
 #include <string>
 #include <vector>
 
 #include "ckpt_util.h"
+#include "family_names.h"
 #include "moepack/convert.h"
 #include "moepack/rules.h"
 #include "testutil.h"
@@ -153,6 +156,45 @@ TEST(RuleFile, MalformedRulesAreRefusedNamingTheRule) {
          j["fusions"][0]["tp_dim"] = 3;
        },
        {"fusions[0] (\"down_proj\")", "member \"tp_dim\"", "1 or 2"}},
+      {"interleaving one source", [](json& j) { j["fusions"][0]["interleave"] = true; },
+       {"fusions[0] (\"down_proj\")", "member \"interleave\"", "two or more sources"}},
+      {"a transposing fusion joining along dim 3",
+       [](json& j) {
+         j["fusions"][1]["transpose"] = true;
+         j["fusions"][1]["concat_dim"] = 3;
+         j["fusions"][2]["transpose"] = true;
+         j["fusions"][2]["concat_dim"] = 3;
+       },
+       {"fusions[1] (\"gate_up_proj\")", "member \"concat_dim\"", "dim 1 or 2"}},
+      {"scales interleaved unlike their weights", [](json& j) { j["fusions"][1]["interleave"] = true; },
+       {"fusions[2] (\"gate_up_proj_scale_inv\")", "member \"scale_of\"", "interleave"}},
+      {"one expert list in two fusions without shares",
+       [](json& j) {
+         json again = j["fusions"][0];
+         again["name"] = "down_again";
+         again["target"] = "{prefix}mlp.other.down_proj";
+         j["fusions"].push_back(again);
+       },
+       {"fusions[3] (\"down_again\")", "member \"sources\"", "expert_count"}},
+      {"expert_first without expert_count", [](json& j) { j["fusions"][0]["expert_first"] = {"n"}; },
+       {"fusions[0] (\"down_proj\")", "member \"expert_first\"", "expert_count"}},
+      {"a chunk of one part",
+       [](json& j) { j["chunks"] = {{{"name", "c"}, {"source", "{prefix}b"}, {"targets", {"{prefix}t"}}}}; },
+       {"chunks[0] (\"c\")", "member \"targets\"", "two parts"}},
+      {"a chunk part that a fusion makes",
+       [](json& j) {
+         j["chunks"] = {{{"name", "c"}, {"source", "{prefix}b"},
+                         {"targets", {"{prefix}mlp.experts.down_proj", "{prefix}t"}}}};
+       },
+       {"chunks[0] (\"c\")", "another rule"}},
+      {"an unknown hub_layout", [](json& j) { j["hub_layout"] = "stacked"; }, {"member \"hub_layout\"", "stacked"}},
+      {"a 2-D transpose with a role",
+       [](json& j) {
+         j["transposes"][0]["hub_shape"] = {"H", "E"};
+         j["transposes"][0]["v5_shape"] = {"E", "H"};
+         j["transposes"][0]["role"] = "down";
+       },
+       {"transposes[0] (\"stacked\")", "member \"role\"", "2-D"}},
       {"scales with a role of their own",
        [](json& j) {
          j["fusions"][1]["role"] = "gate_up";
@@ -218,12 +260,64 @@ TEST(RuleFile, RolesSayWhatAFusedTensorIsAndScalesTakeTheirWeights) {
   EXPECT_EQ(plain->fusions()[1].tp_dim, 0);
 }
 
+TEST(RuleFile, SharesOfOneExpertListGoToTheirFusionsOnceBound) {
+  auto rs = RuleSet::Parse(R"({"family": "split",
+    "fusions": [
+      {"name": "text", "role": "down", "target": "{prefix}text.down", "sources": ["{prefix}experts.{expert}.down"],
+       "expert_count": ["n.0"]},
+      {"name": "vision", "role": "down", "target": "{prefix}vision.down", "sources": ["{prefix}experts.{expert}.down"],
+       "expert_count": ["n.1"], "expert_first": ["n.0"]}],
+    "chunks": [{"name": "bias", "source": "{prefix}moe.bias", "targets": ["{prefix}text.bias", "{prefix}vision.bias"]}]
+  })",
+                           "split.json");
+  ASSERT_TRUE(rs.ok()) << rs.status().message();
+  auto config = ModelConfig::Parse(R"({"n": [6, 4]})", "config.json");
+  ASSERT_TRUE(config.ok());
+  auto bound = rs->Bind(*config);
+  ASSERT_TRUE(bound.ok()) << bound.status().message();
+  struct Want {
+    const char* name;
+    int fusion;
+    int64_t expert;
+  };
+  for (const Want& w : {Want{"l.experts.0.down", 0, 0}, Want{"l.experts.5.down", 0, 5}, Want{"l.experts.6.down", 1, 0},
+                        Want{"l.experts.9.down", 1, 3}}) {
+    auto m = bound->MatchSource(w.name);
+    ASSERT_TRUE(m.has_value()) << w.name;
+    EXPECT_EQ(m->fusion, w.fusion) << w.name;
+    EXPECT_EQ(m->expert, w.expert) << w.name;
+    EXPECT_EQ(m->prefix, "l.");
+    EXPECT_EQ(bound->SourceName(m->fusion, 0, m->prefix, m->expert), w.name);
+  }
+  EXPECT_EQ(*bound->NumExperts(*config, "l.", 1), 4);
+  // Unbound, the first share takes the whole list.
+  EXPECT_EQ(rs->MatchSource("l.experts.9.down")->fusion, 0);
+  // Without the share's start in config.json, binding says which field.
+  auto none = ModelConfig::Parse("{}", "config.json");
+  auto unbound = rs->Bind(*none);
+  ASSERT_FALSE(unbound.ok());
+  EXPECT_NE(unbound.status().message().find("n.0"), std::string::npos) << unbound.status().message();
+  // Chunks: the Hub tensor and each v5 part by name.
+  auto whole = rs->MatchChunk("l.moe.bias");
+  ASSERT_TRUE(whole.has_value());
+  EXPECT_EQ(whole->part, -1);
+  auto part = rs->MatchChunk("l.vision.bias");
+  ASSERT_TRUE(part.has_value());
+  EXPECT_EQ(part->part, 1);
+  EXPECT_EQ(rs->ChunkName(part->rule, 0, part->prefix), "l.text.bias");
+  EXPECT_FALSE(rs->MatchChunk("l.other.bias").has_value());
+}
+
 TEST(RuleFile, EveryBuiltinFusedWeightHasARole) {
   for (const std::string& family : BuiltinFamilies()) {
     auto rs = BuiltinRules(family);
     ASSERT_TRUE(rs.ok()) << family << ": " << rs.status().message();
     for (const FusionRule& f : rs->fusions()) EXPECT_NE(f.role, ExpertRole::kNone) << family << " " << f.name;
-    for (const TransposeRule& t : rs->transposes()) EXPECT_NE(t.role, ExpertRole::kNone) << family << " " << t.name;
+    for (const TransposeRule& t : rs->transposes()) {
+      if (t.experts()) {
+        EXPECT_NE(t.role, ExpertRole::kNone) << family << " " << t.name;
+      }
+    }
   }
 }
 
@@ -248,7 +342,13 @@ TEST(RuleFile, LoadRuleFileNamesTheFile) {
 
 TEST(RuleFile, EveryBuiltinFamilyParses) {
   const auto families = BuiltinFamilies();
-  EXPECT_EQ(families.size(), 15u);
+  // One built-in family per file under rules/, each named after its file.
+  size_t files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(std::string(MOEPACK_SOURCE_DIR) + "/rules")) {
+    files += e.path().extension() == ".json";
+    EXPECT_NE(std::find(families.begin(), families.end(), e.path().stem().string()), families.end()) << e.path();
+  }
+  EXPECT_EQ(families.size(), files);
   for (const auto& f : families) {
     auto rs = BuiltinRules(f);
     ASSERT_TRUE(rs.ok()) << f << ": " << rs.status().message();
@@ -257,6 +357,39 @@ TEST(RuleFile, EveryBuiltinFamilyParses) {
   auto unknown = BuiltinRules("llama");
   ASSERT_FALSE(unknown.ok());
   EXPECT_NE(unknown.status().message().find("qwen3_moe"), std::string::npos) << unknown.status().message();
+}
+
+// config.json selects a family by model_type (also a Hub alias such as
+// Kimi-K2's), by architectures, or by a nested config's model_type.
+TEST(RuleFile, ConfigsSelectTheirFamily) {
+  struct Case {
+    const char* config;
+    const char* family;
+  };
+  const Case cases[] = {
+      {R"({"model_type": "kimi_k2", "architectures": ["DeepseekV3ForCausalLM"]})", "deepseek_v3"},
+      {R"({"model_type": "kimi_k2"})", "deepseek_v3"},
+      {R"({"model_type": "nemotron_h_custom", "architectures": ["NemotronHForCausalLM"]})", "nemotron_h"},
+      {R"({"model_type": "vlm", "text_config": {"model_type": "glm4v_moe_text"}})", "glm4v_moe"},
+      {R"({"model_type": "qwen3_omni_moe_thinker", "text_config": {"model_type": "qwen3_omni_moe_text"}})",
+       "qwen3_omni_moe_thinker"},
+      {R"({"architectures": ["DeepseekV4ForCausalLM"]})", "deepseek_v4"},
+  };
+  for (const Case& c : cases) {
+    auto config = ModelConfig::Parse(c.config, "config.json");
+    ASSERT_TRUE(config.ok()) << c.config;
+    auto rs = RulesForConfig(*config);
+    ASSERT_TRUE(rs.ok()) << c.config << ": " << rs.status().message();
+    EXPECT_EQ(rs->family(), c.family) << c.config;
+  }
+  // Every family's own model_type selects it.
+  for (const auto& n : testing::AllFamilyNames()) {
+    auto config = ModelConfig::Parse("{\"model_type\": \"" + n.family + "\"}", "config.json");
+    ASSERT_TRUE(config.ok());
+    auto rs = RulesForConfig(*config);
+    ASSERT_TRUE(rs.ok()) << n.family;
+    EXPECT_EQ(rs->family(), n.family);
+  }
 }
 
 // ---- name templates -------------------------------------------------------
@@ -341,6 +474,8 @@ TEST(NameTemplate, ExpertIdsAreCanonicalNumbers) {
 }
 
 TEST(NameTemplate, RenamesOfEveryBuiltinFamilyInvert) {
+  // Names of checkpoints with layers under model. (every family but
+  // nemotron_h's backbone. and deepseek_v4's bare upstream names).
   const std::vector<std::string> names = {
       "model.layers.0.block_sparse_moe.gate.weight",
       "model.layers.12.block_sparse_moe.experts.7.w1.weight",
@@ -349,12 +484,19 @@ TEST(NameTemplate, RenamesOfEveryBuiltinFamilyInvert) {
       "model.embed_tokens.weight",
   };
   for (const auto& f : BuiltinFamilies()) {
+    if (f == "nemotron_h" || f == "deepseek_v4") continue;
     auto rs = BuiltinRules(f);
     ASSERT_TRUE(rs.ok());
     for (const auto& n : names) {
       const std::string v5 = rs->Rename(n, Direction::kToFused);
       EXPECT_EQ(rs->Rename(v5, Direction::kToPerExpert), n) << f << ": " << n << " -> " << v5;
-      if (!rs->renames().empty()) {
+      // Families whose v5 modeling renames the block to mlp leave no
+      // block_sparse_moe behind (granitemoe keeps its block's name).
+      bool to_mlp = false;
+      for (const auto& r : rs->renames()) {
+        to_mlp = to_mlp || (r.pattern.find("block_sparse_moe") != std::string::npos && r.replacement == ".mlp.");
+      }
+      if (to_mlp) {
         EXPECT_EQ(v5.find("block_sparse_moe"), std::string::npos) << f << ": " << v5;
       }
     }
@@ -369,6 +511,33 @@ TEST(NameTemplate, RenamesOfEveryBuiltinFamilyInvert) {
   ASSERT_TRUE(mix.ok());
   EXPECT_EQ(mix->Rename("model.layers.3.block_sparse_moe.gate.weight", Direction::kToFused),
             "model.layers.3.mlp.gate.weight");
+}
+
+// Every name a family's checkpoints have (synth writes them in the Hub and
+// the v5 layouts): the renames invert on each Hub name, and leave each v5
+// name as it is, since converting back reads a checkpoint's names forward
+// first.
+TEST(NameTemplate, RenamesInvertOnEveryRealName) {
+  for (const auto& f : BuiltinFamilies()) {
+    auto rs = BuiltinRules(f);
+    ASSERT_TRUE(rs.ok());
+    for (const char* dtype : {"bf16", "fp8"}) {
+      TempDir d;
+      testing::SynthOrDie(d / "hub", testing::TinyOptions(f, "per-expert", dtype));
+      testing::SynthOrDie(d / "v5", testing::TinyOptions(f, "fused", dtype));
+      size_t renamed = 0;
+      for (const auto& [n, _] : testing::ReadTensors(d / "hub")) {
+        const std::string v5 = rs->Rename(n, Direction::kToFused);
+        EXPECT_EQ(rs->Rename(v5, Direction::kToPerExpert), n) << f << ": " << n << " -> " << v5;
+        renamed += v5 != n;
+      }
+      for (const auto& [n, _] : testing::ReadTensors(d / "v5")) {
+        EXPECT_EQ(rs->Rename(n, Direction::kToFused), n) << f << ": v5 name " << n;
+      }
+      // A family with renames uses them on its own names.
+      EXPECT_EQ(renamed > 0, !rs->renames().empty()) << f << " " << dtype;
+    }
+  }
 }
 
 // ---- every op round-trips exactly ------------------------------------------

@@ -7,6 +7,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <csignal>
@@ -19,6 +20,7 @@
 #include <vector>
 
 #include "moepack/checkpoint.h"
+#include "family_names.h"
 #include "testutil.h"
 #include "util/file.h"
 
@@ -35,23 +37,31 @@ using Shape = std::vector<uint64_t>;
 constexpr uint64_t kH = 64, kE = 8, kI = 48, kLayers = 4, kDenseI = 96, kQwenSharedI = 80;
 
 struct StackExpect {
-  std::string prefix;  // before "layers."
+  std::string prefix;  // before "layers." on the Hub
   uint64_t experts, intermediate, layers, shared_width;
   std::string count_key;  // config path of the expert count
   std::string width_key;  // config path of the expert width
   std::string embed, head;
+  std::string final_norm = "norm";  // leaf under prefix, without ".weight"
 };
 
+// Blocks, expert leaves and routers are named as family_names.h says, and
+// every tensor that is not an expert as testing::V5Name renames it.
 struct FamilyExpect {
   std::string model_type = "";
   std::vector<StackExpect> stacks = {};
-  std::string block = "mlp";               // Hub block: "mlp" or "block_sparse_moe"
-  bool w_names = false;                    // w1/w3/w2
-  std::string router_hub = "gate.weight";  // leaf under the block
-  std::string router_v5 = "gate.weight";   // leaf under "mlp"
-  bool correction_bias = false;
-  std::string shared = "";  // "", "shared_expert", "shared_experts", "shared_mlp"
-  uint64_t dense_layers = 0;
+  bool router_f32 = false;
+  uint64_t zero_experts = 0;  // LongCat's router also scores identity experts
+  std::string bias = "";      // the routing correction bias under the block, Hub name
+  bool bias_row = false;      // stored [1, E]
+  std::string shared = "";    // shared experts under the block: "shared_expert", "shared_experts", "shared_mlp"
+  bool shared_gate = false;   // Qwen's shared_expert_gate [1, H]
+  std::vector<std::string> shared_leaves = {"gate_proj", "up_proj", "down_proj"};
+  std::vector<std::string> norms = {"input_layernorm", "post_attention_layernorm"};  // per layer
+  std::vector<uint64_t> dense = {};   // layers with a dense MLP instead of experts
+  std::string dense_block = "mlp";    // where it lives
+  std::vector<std::string> dense_leaves = {"gate_proj", "up_proj", "down_proj"};
+  std::vector<uint64_t> no_mlp = {};  // layers with neither (Nemotron-H's Mamba and attention layers)
   std::string default_layout = "per-expert";
 };
 
@@ -59,13 +69,13 @@ StackExpect Model(const std::string& count_key, const std::string& width_key, ui
   return {"model.", kE, kI, kLayers, shared_width, count_key, width_key, "model.embed_tokens.weight", "lm_head.weight"};
 }
 
-StackExpect LanguageModel(uint64_t shared_width = 0) {
+StackExpect LanguageModel(uint64_t shared_width = 0, const std::string& count_field = "num_experts") {
   return {"model.language_model.",
           kE,
           kI,
           kLayers,
           shared_width,
-          "text_config.num_experts",
+          "text_config." + count_field,
           "text_config.moe_intermediate_size",
           "model.language_model.embed_tokens.weight",
           "lm_head.weight"};
@@ -90,58 +100,155 @@ const std::vector<FamilyExpect>& Expectations() {
                               "talker_config.text_config.moe_intermediate_size",
                               "talker.model.codec_embedding.weight",
                               "talker.codec_head.weight"};
+  const std::string kBias = "gate.e_score_correction_bias";
+  const std::vector<std::string> kW = {"w1", "w3", "w2"};
   static const std::vector<FamilyExpect> kAll = {
       {.model_type = "qwen2_moe",
        .stacks = {Model("num_experts", "moe_intermediate_size", kQwenSharedI)},
-       .shared = "shared_expert"},
+       .shared = "shared_expert",
+       .shared_gate = true},
       {.model_type = "qwen3_moe", .stacks = {Model("num_experts", "moe_intermediate_size")}},
       {.model_type = "qwen3_next",
        .stacks = {Model("num_experts", "moe_intermediate_size", kQwenSharedI)},
-       .shared = "shared_expert"},
+       .shared = "shared_expert",
+       .shared_gate = true},
       {.model_type = "olmoe", .stacks = {Model("num_experts", "intermediate_size")}},
       {.model_type = "deepseek_v2",
        .stacks = {Model("n_routed_experts", "moe_intermediate_size", kI)},
        .shared = "shared_experts",
-       .dense_layers = 1},
+       .dense = {0}},
       {.model_type = "deepseek_v3",
        .stacks = {Model("n_routed_experts", "moe_intermediate_size", kI)},
-       .correction_bias = true,
+       .bias = kBias,
        .shared = "shared_experts",
-       .dense_layers = 1},
+       .dense = {0}},
       {.model_type = "glm4_moe",
        .stacks = {Model("n_routed_experts", "moe_intermediate_size", kI)},
-       .correction_bias = true,
+       .bias = kBias,
        .shared = "shared_experts",
-       .dense_layers = 1},
+       .dense = {0}},
       {.model_type = "dots1",
        .stacks = {Model("n_routed_experts", "moe_intermediate_size", kI)},
-       .correction_bias = true,
+       .bias = kBias,
        .shared = "shared_experts",
-       .dense_layers = 1},
+       .dense = {0}},
       {.model_type = "hunyuan_v1_moe",
        .stacks = {Model("num_experts", "intermediate_size", kI)},
-       .router_hub = "gate.wg.weight",
-       .router_v5 = "gate.wg.weight",
+       .router_f32 = true,
        .shared = "shared_mlp"},
-      {.model_type = "mixtral",
-       .stacks = {Model("num_local_experts", "intermediate_size")},
-       .block = "block_sparse_moe",
-       .w_names = true},
-      {.model_type = "minimax",
-       .stacks = {Model("num_local_experts", "intermediate_size")},
-       .block = "block_sparse_moe",
-       .w_names = true},
-      {.model_type = "phimoe",
-       .stacks = {Model("num_local_experts", "intermediate_size")},
-       .block = "block_sparse_moe",
-       .w_names = true,
-       .router_v5 = "router.weight"},
-      {.model_type = "qwen3_omni_moe", .stacks = {thinker, talker}, .shared = "shared_expert"},
+      {.model_type = "mixtral", .stacks = {Model("num_local_experts", "intermediate_size")}},
+      {.model_type = "minimax", .stacks = {Model("num_local_experts", "intermediate_size")}},
+      {.model_type = "phimoe", .stacks = {Model("num_local_experts", "intermediate_size")}},
+      {.model_type = "qwen3_omni_moe", .stacks = {thinker, talker}, .shared = "shared_expert", .shared_gate = true},
       {.model_type = "qwen3_vl_moe", .stacks = {LanguageModel()}, .default_layout = "fused-transposed"},
       {.model_type = "qwen3_5_moe",
        .stacks = {LanguageModel(kQwenSharedI)},
        .shared = "shared_expert",
+       .shared_gate = true,
        .default_layout = "fused"},
+      {.model_type = "afmoe",
+       .stacks = {Model("num_experts", "moe_intermediate_size", kI)},
+       .bias = "expert_bias",
+       .shared = "shared_experts",
+       .norms = {"input_layernorm", "post_attention_layernorm", "pre_mlp_layernorm", "post_mlp_layernorm"},
+       .dense = {0}},
+      {.model_type = "glm4_moe_lite",
+       .stacks = {Model("n_routed_experts", "moe_intermediate_size", kI)},
+       .bias = kBias,
+       .shared = "shared_experts",
+       .dense = {0}},
+      {.model_type = "glm_moe_dsa",
+       .stacks = {Model("n_routed_experts", "moe_intermediate_size", kI)},
+       .bias = kBias,
+       .shared = "shared_experts",
+       .dense = {0}},
+      {.model_type = "glm4v_moe",
+       .stacks = {LanguageModel(kI, "n_routed_experts")},
+       .bias = kBias,
+       .shared = "shared_experts",
+       .dense = {0}},
+      {.model_type = "longcat_flash",
+       .stacks = {Model("n_routed_experts", "expert_ffn_hidden_size")},
+       .router_f32 = true,
+       .zero_experts = kE / 2,
+       .bias = "router.e_score_correction_bias",
+       .norms = {"input_layernorm.0", "input_layernorm.1", "post_attention_layernorm.0", "post_attention_layernorm.1"}},
+      {.model_type = "solar_open",
+       .stacks = {Model("n_routed_experts", "moe_intermediate_size", kI)},
+       .bias = kBias,
+       .shared = "shared_experts"},
+      {.model_type = "flex_olmo",
+       .stacks = {Model("num_experts", "intermediate_size")},
+       .norms = {"post_attention_layernorm", "post_feedforward_layernorm"}},
+      {.model_type = "qwen3_omni_moe_thinker",
+       .stacks = {{"model.", kE, kI, kLayers, 0, "text_config.num_experts", "text_config.moe_intermediate_size",
+                   "model.embed_tokens.weight", "lm_head.weight"}}},
+      {.model_type = "ernie4_5_moe",
+       .stacks = {Model("moe_num_experts", "moe_intermediate_size", kI)},
+       .router_f32 = true,
+       .bias = "moe_statics.e_score_correction_bias",
+       .bias_row = true,
+       .shared = "shared_experts",
+       .dense = {0}},
+      {.model_type = "exaone_moe",
+       .stacks = {Model("num_experts", "moe_intermediate_size", kI)},
+       .bias = "e_score_correction_bias",
+       .shared = "shared_experts",
+       .dense = {0}},
+      {.model_type = "hy_v3",
+       .stacks = {Model("num_experts", "moe_intermediate_size", kI)},
+       .bias = "expert_bias",
+       .shared = "shared_mlp",
+       .dense = {0}},
+      {.model_type = "laguna",
+       .stacks = {Model("num_experts", "moe_intermediate_size", kQwenSharedI)},
+       .bias = "experts.e_score_correction_bias",
+       .shared = "shared_expert",
+       .dense = {0}},
+      {.model_type = "deepseek_v32",
+       .stacks = {Model("n_routed_experts", "moe_intermediate_size", kI)},
+       .bias = kBias,
+       .shared = "shared_experts",
+       .dense = {0}},
+      {.model_type = "mimo_v2_flash", .stacks = {Model("n_routed_experts", "moe_intermediate_size")}, .bias = kBias,
+       .dense = {0}},
+      {.model_type = "minimax_m2", .stacks = {Model("num_local_experts", "intermediate_size")},
+       .bias = "e_score_correction_bias"},
+      {.model_type = "kimi_linear",
+       .stacks = {Model("num_experts", "moe_intermediate_size", kI)},
+       .bias = kBias,
+       .shared = "shared_experts",
+       .dense = {0}},
+      {.model_type = "lfm2_moe",
+       .stacks = {{"model.", kE, kI, kLayers, 0, "num_experts", "moe_intermediate_size", "model.embed_tokens.weight",
+                   "lm_head.weight", "embedding_norm"}},
+       .bias = "expert_bias",
+       .norms = {"operator_norm", "ffn_norm"},
+       .dense = {0},
+       .dense_block = "feed_forward",
+       .dense_leaves = kW},
+      {.model_type = "jamba",
+       .stacks = {{"model.", kE, kI, kLayers, 0, "num_experts", "intermediate_size", "model.embed_tokens.weight",
+                   "lm_head.weight", "final_layernorm"}},
+       .norms = {"input_layernorm", "pre_ff_layernorm"},
+       .dense = {0, 2},
+       .dense_block = "feed_forward"},
+      {.model_type = "nemotron_h",
+       .stacks = {{"backbone.", kE, kI, kLayers, kQwenSharedI, "n_routed_experts", "moe_intermediate_size",
+                   "backbone.embeddings.weight", "lm_head.weight", "norm_f"}},
+       .router_f32 = true,
+       .bias = kBias,
+       .shared = "shared_experts",
+       .shared_leaves = {"up_proj", "down_proj"},
+       .norms = {"norm"},
+       .no_mlp = {0, 2}},
+      {.model_type = "deepseek_v4",
+       .stacks = {{"", kE, kI, kLayers, kI, "n_routed_experts", "moe_intermediate_size", "embed.weight",
+                   "head.weight"}},
+       .bias = "gate.bias",
+       .shared = "shared_experts",
+       .shared_leaves = kW,
+       .norms = {"attn_norm", "ffn_norm"}},
   };
   return kAll;
 }
@@ -150,10 +257,16 @@ void PrintTo(const FamilyExpect& f, std::ostream* os) { *os << f.model_type; }
 
 const char* const kLayouts[] = {"per-expert", "fused", "fused-transposed"};
 
-std::string Leaf(const FamilyExpect& f, int which) {  // 0 gate, 1 up, 2 down
-  static const char* kProj[] = {"gate_proj", "up_proj", "down_proj"};
-  static const char* kW[] = {"w1", "w3", "w2"};
-  return f.w_names ? kW[which] : kProj[which];
+const testing::FamilyNames& Names(const FamilyExpect& f) { return testing::NamesOf(f.model_type); }
+
+// gate, up, down (0, 1, 2); non-gated experts have no gate.
+int NumLeaves(const FamilyExpect& f) { return static_cast<int>(Names(f).leaves.size()); }
+std::string Leaf(const FamilyExpect& f, int which) { return Names(f).leaves[which]; }
+bool IsDown(const FamilyExpect& f, int which) { return which == NumLeaves(f) - 1; }
+
+bool IsMoeLayer(const FamilyExpect& f, uint64_t L) {
+  auto has = [L](const std::vector<uint64_t>& v) { return std::find(v.begin(), v.end(), L) != v.end(); };
+  return !has(f.dense) && !has(f.no_mlp);
 }
 
 std::string LayerPrefix(const StackExpect& s, uint64_t layer) {
@@ -163,7 +276,7 @@ std::string LayerPrefix(const StackExpect& s, uint64_t layer) {
 // Per-expert (Hub) name of expert j's projection.
 std::string ExpertName(const FamilyExpect& f, const StackExpect& s, uint64_t layer, uint64_t j, int which,
                        const std::string& suffix = ".weight") {
-  return LayerPrefix(s, layer) + f.block + ".experts." + std::to_string(j) + "." + Leaf(f, which) + suffix;
+  return LayerPrefix(s, layer) + Names(f).hub_block + ".experts." + std::to_string(j) + "." + Leaf(f, which) + suffix;
 }
 
 // ---- helpers -------------------------------------------------------------
@@ -250,63 +363,81 @@ float Decode(DType dt, const char* p) {
   }
 }
 
-bool IsExpertTensor(const std::string& name) { return name.find(".experts.") != std::string::npos; }
+// One expert's tensor, or the experts of a layer fused (laguna's
+// mlp.experts.e_score_correction_bias is neither).
+bool IsExpertTensor(const std::string& name) {
+  const size_t p = name.find(".experts.");
+  if (p == std::string::npos) return false;
+  const std::string rest = name.substr(p + 9);
+  return std::isdigit(static_cast<unsigned char>(rest[0])) || rest.rfind("gate_up_proj", 0) == 0 ||
+         rest.rfind("up_proj", 0) == 0 || rest.rfind("down_proj", 0) == 0;
+}
 
 // ---- structure: every family x every layout ------------------------------
 
 void ExpectStructure(const Checkpoint& c, const FamilyExpect& f, const std::string& layout) {
+  const testing::FamilyNames& n = Names(f);
   const bool per_expert = layout == "per-expert", transposed = layout == "fused-transposed";
+  // A tensor that is not an expert, by its name in this layout.
+  auto named = [&](const std::string& hub) { return per_expert ? hub : testing::V5Name(n, hub); };
   ASSERT_TRUE(c.config().has_value());
   const ModelConfig& cfg = *c.config();
   EXPECT_EQ(cfg.model_type(), f.model_type);
   for (const StackExpect& s : f.stacks) {
-    const uint64_t E = s.experts, I = s.intermediate;
+    const uint64_t E = s.experts, I = s.intermediate, scored = E + f.zero_experts;
     EXPECT_EQ(cfg.Int(s.count_key), std::optional<int64_t>(E)) << s.count_key;
     EXPECT_EQ(cfg.Int(s.width_key), std::optional<int64_t>(I)) << s.width_key;
-    ExpectTensor(c, s.embed, {Info(c, s.embed) ? Info(c, s.embed)->shape[0] : 0, kH}, DType::BF16);
-    ExpectTensor(c, s.head, {Info(c, s.head) ? Info(c, s.head)->shape[0] : 0, kH}, DType::BF16);
-    ExpectTensor(c, s.prefix + "norm.weight", {kH}, DType::BF16);
-    ExpectAbsent(c, LayerPrefix(s, s.layers) + "input_layernorm.weight");
+    const std::string embed = named(s.embed), head = named(s.head);
+    ExpectTensor(c, embed, {Info(c, embed) ? Info(c, embed)->shape[0] : 0, kH}, DType::BF16);
+    ExpectTensor(c, head, {Info(c, head) ? Info(c, head)->shape[0] : 0, kH}, DType::BF16);
+    ExpectTensor(c, named(s.prefix + s.final_norm + ".weight"), {kH}, DType::BF16);
+    ExpectAbsent(c, named(LayerPrefix(s, s.layers) + f.norms[0] + ".weight"));
     for (uint64_t L = 0; L < s.layers; ++L) {
       const std::string lp = LayerPrefix(s, L);
-      ExpectTensor(c, lp + "input_layernorm.weight", {kH}, DType::BF16);
-      ExpectTensor(c, lp + "post_attention_layernorm.weight", {kH}, DType::BF16);
-      if (L < f.dense_layers) {
-        ExpectTensor(c, lp + "mlp.gate_proj.weight", {kDenseI, kH}, DType::BF16);
-        ExpectTensor(c, lp + "mlp.up_proj.weight", {kDenseI, kH}, DType::BF16);
-        ExpectTensor(c, lp + "mlp.down_proj.weight", {kH, kDenseI}, DType::BF16);
-        ExpectAbsent(c, lp + "mlp.gate.weight");
+      for (const std::string& norm : f.norms) ExpectTensor(c, named(lp + norm + ".weight"), {kH}, DType::BF16);
+      const std::string block = lp + n.hub_block + ".";  // Hub names; named() gives this layout's
+      if (!IsMoeLayer(f, L)) {
+        const bool dense = std::find(f.dense.begin(), f.dense.end(), L) != f.dense.end();
+        for (size_t w = 0; dense && w < f.dense_leaves.size(); ++w) {
+          const std::string name = named(lp + f.dense_block + "." + f.dense_leaves[w] + ".weight");
+          ExpectTensor(c, name, w == 2 ? Shape{kH, kDenseI} : Shape{kDenseI, kH}, DType::BF16);
+        }
+        ExpectAbsent(c, named(block + n.router_hub));
         ExpectAbsent(c, ExpertName(f, s, L, 0, 0));
         continue;
       }
-      const std::string block = per_expert ? lp + f.block + "." : lp + "mlp.";
-      const std::string router = block + (per_expert ? f.router_hub : f.router_v5);
-      ExpectTensor(c, router, {E, kH}, f.router_hub == "gate.wg.weight" ? DType::F32 : DType::BF16);
-      if (f.correction_bias) ExpectTensor(c, block + "gate.e_score_correction_bias", {E}, DType::F32);
+      ExpectTensor(c, named(block + n.router_hub), {scored, kH}, f.router_f32 ? DType::F32 : DType::BF16);
+      if (!f.bias.empty()) {
+        ExpectTensor(c, named(block + f.bias), f.bias_row ? Shape{1, scored} : Shape{scored}, DType::F32);
+      }
       for (uint64_t j = 0; j < E; ++j) {
-        for (int w = 0; w < 3; ++w) {
+        for (int w = 0; w < NumLeaves(f); ++w) {
           const std::string name = ExpertName(f, s, L, j, w);
           if (per_expert) {
-            ExpectTensor(c, name, w == 2 ? Shape{kH, I} : Shape{I, kH}, DType::BF16);
+            ExpectTensor(c, name, IsDown(f, w) ? Shape{kH, I} : Shape{I, kH}, DType::BF16);
           } else {
             ExpectAbsent(c, name);
           }
         }
       }
       ExpectAbsent(c, ExpertName(f, s, L, E, 0));
+      const uint64_t parts = n.gated() ? 2 : 1;
+      const std::string up = n.gated() ? "experts.gate_up_proj" : "experts.up_proj";
       if (per_expert) {
-        ExpectAbsent(c, block + "experts.gate_up_proj");
+        ExpectAbsent(c, block + up);
       } else {
-        ExpectTensor(c, block + "experts.gate_up_proj", transposed ? Shape{E, kH, 2 * I} : Shape{E, 2 * I, kH},
-                     DType::BF16);
-        ExpectTensor(c, block + "experts.down_proj", transposed ? Shape{E, I, kH} : Shape{E, kH, I}, DType::BF16);
+        const std::string fused = testing::V5Name(n, lp) + n.v5_block + ".";
+        ExpectTensor(c, fused + up, transposed ? Shape{E, kH, parts * I} : Shape{E, parts * I, kH}, DType::BF16);
+        ExpectTensor(c, fused + "experts.down_proj", transposed ? Shape{E, I, kH} : Shape{E, kH, I}, DType::BF16);
       }
       if (s.shared_width > 0) {  // the omni thinker has none, its talker has one
-        const std::string sp = lp + "mlp." + f.shared + ".";
-        ExpectTensor(c, sp + "gate_proj.weight", {s.shared_width, kH}, DType::BF16);
-        ExpectTensor(c, sp + "up_proj.weight", {s.shared_width, kH}, DType::BF16);
-        ExpectTensor(c, sp + "down_proj.weight", {kH, s.shared_width}, DType::BF16);
-        if (f.shared == "shared_expert") ExpectTensor(c, lp + "mlp.shared_expert_gate.weight", {1, kH}, DType::BF16);
+        const std::string sp = block + f.shared + ".";
+        for (size_t w = 0; w < f.shared_leaves.size(); ++w) {
+          const bool down = w + 1 == f.shared_leaves.size();
+          ExpectTensor(c, named(sp + f.shared_leaves[w] + ".weight"),
+                       down ? Shape{kH, s.shared_width} : Shape{s.shared_width, kH}, DType::BF16);
+        }
+        if (f.shared_gate) ExpectTensor(c, named(block + "shared_expert_gate.weight"), {1, kH}, DType::BF16);
       }
     }
   }
@@ -356,8 +487,9 @@ TEST_P(SynthFamilyTest, ExpertsOfOneLayerStraddleShards) {
   const StackExpect& s = f.stacks[0];
   const uint64_t layer = s.layers - 1;
   std::set<uint32_t> shards;
+  ASSERT_TRUE(IsMoeLayer(f, layer));
   for (uint64_t j = 0; j < s.experts; ++j) {
-    for (int w = 0; w < 3; ++w) {
+    for (int w = 0; w < NumLeaves(f); ++w) {
       const TensorLocation* loc = c.Find(ExpertName(f, s, layer, j, w));
       ASSERT_NE(loc, nullptr);
       shards.insert(loc->shard);
@@ -379,34 +511,32 @@ TEST_P(SynthFamilyTest, FusedContentIsThePerExpertContentRearranged) {
     ASSERT_TRUE(Synth(tmp / layout, f.model_type, layout, 7).ok());
     Checkpoint fused = MustOpen(tmp / layout);
     size_t hub_others = 0, fused_others = 0;
-    for (const std::string& name : hub.names()) hub_others += !IsExpertTensor(name);
-    for (const std::string& name : fused.names()) {
+    for (const std::string& name : fused.names()) fused_others += !IsExpertTensor(name);
+    for (const std::string& name : hub.names()) {
       if (IsExpertTensor(name)) continue;
-      ++fused_others;
-      std::string hub_name = name;
-      if (f.block != "mlp") {
-        const std::string v5_router = ".mlp." + f.router_v5;
-        if (auto pos = hub_name.find(v5_router); pos != std::string::npos) {
-          hub_name.replace(pos, v5_router.size(), "." + f.block + "." + f.router_hub);
-        }
-      }
-      EXPECT_EQ(ReadTensor(fused, name), ReadTensor(hub, hub_name)) << name << " vs " << hub_name;
+      ++hub_others;
+      const std::string v5 = testing::V5Name(Names(f), name);
+      EXPECT_EQ(ReadTensor(fused, v5), ReadTensor(hub, name)) << v5 << " vs " << name;
     }
     EXPECT_EQ(hub_others, fused_others);
+    const bool gated = Names(f).gated();
+    const uint64_t parts = gated ? 2 : 1;
     for (const StackExpect& s : f.stacks) {
-      for (uint64_t L = f.dense_layers; L < s.layers; ++L) {
-        const std::string ep = LayerPrefix(s, L) + "mlp.experts.";
-        const std::string gate_up = ReadTensor(fused, ep + "gate_up_proj");
+      for (uint64_t L = 0; L < s.layers; ++L) {
+        if (!IsMoeLayer(f, L)) continue;
+        const std::string ep = testing::V5Name(Names(f), LayerPrefix(s, L)) + Names(f).v5_block + ".experts.";
+        const std::string gate_up = ReadTensor(fused, ep + (gated ? "gate_up_proj" : "up_proj"));
         const std::string down = ReadTensor(fused, ep + "down_proj");
         const size_t es = 2;
-        const uint64_t I = s.intermediate, block_gu = 2 * I * kH * es, block_d = kH * I * es;
+        const uint64_t I = s.intermediate, block_gu = parts * I * kH * es, block_d = kH * I * es;
         ASSERT_EQ(gate_up.size(), s.experts * block_gu);
         ASSERT_EQ(down.size(), s.experts * block_d);
         for (uint64_t j = 0; j < s.experts; ++j) {
-          std::string want_gu = ReadTensor(hub, ExpertName(f, s, L, j, 0)) + ReadTensor(hub, ExpertName(f, s, L, j, 1));
-          std::string want_d = ReadTensor(hub, ExpertName(f, s, L, j, 2));
+          std::string want_gu;
+          for (int w = 0; w + 1 < NumLeaves(f); ++w) want_gu += ReadTensor(hub, ExpertName(f, s, L, j, w));
+          std::string want_d = ReadTensor(hub, ExpertName(f, s, L, j, NumLeaves(f) - 1));
           if (transposed) {
-            want_gu = TransposeBlock(want_gu, 2 * I, kH, es);
+            want_gu = TransposeBlock(want_gu, parts * I, kH, es);
             want_d = TransposeBlock(want_d, kH, I, es);
           }
           EXPECT_TRUE(gate_up.compare(j * block_gu, block_gu, want_gu) == 0) << ep << "gate_up_proj expert " << j;

@@ -55,5 +55,6 @@ Action DefineInspect(CLI::App& sub);
 Action DefineSynth(CLI::App& sub);
 Action DefineConvert(CLI::App& sub);
 Action DefineVerify(CLI::App& sub);
+Action DefineFamilies(CLI::App& sub);
 
 }  // namespace moepack::cli

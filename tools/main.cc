@@ -12,6 +12,7 @@ const Command kCommands[] = {
     {"synth", "Write a synthetic checkpoint of a model family", DefineSynth},
     {"convert", "Convert between per-expert and fused MoE layouts", DefineConvert},
     {"verify", "Prove that DST is SRC under the conversion", DefineVerify},
+    {"families", "List the built-in model families, their Hub layout and v5's fused tensors", DefineFamilies},
 };
 
 }  // namespace

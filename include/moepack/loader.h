@@ -12,7 +12,7 @@
 //
 // It runs on the planner: the plan of the conversion (per-expert or fused
 // source, to either layout) says for every output tensor which source bytes
-// make which output bytes (CopyRange, TransposeBlock). The loader works out
+// make which output bytes (CopyRange, Gather). The loader works out
 // the output bytes the rank needs, intersects them with those ranges and
 // preads only the intersection, straight to its place in the caller's buffer.
 // No conversion is written to disk and no full fused tensor is held.
@@ -145,9 +145,10 @@ class Loader {
   Status ReadMany(const std::vector<ReadRequest>& requests, const ReadOptions& options = {}) const;
   // Tensor i's part cut into consecutive byte ranges [begin, end) of at most
   // `max_bytes` (cut at multiples of it), which ReadRange reads without
-  // reading any source byte twice: a block transposed from a
-  // fused-transposed source is never cut, so a range holding one may be
-  // longer (at most one block, i.e. one expert's matrix).
+  // reading any source byte twice: a gather (a block transposed from a
+  // fused-transposed source, gate and up interleaved) is never cut, so a
+  // range holding one may be longer (at most one gather, i.e. one expert's
+  // matrix).
   std::vector<std::pair<uint64_t, uint64_t>> Chunks(size_t i, uint64_t max_bytes) const;
 
   // Bytes read from disk (gaps merged by max_gap included) and reads made

@@ -27,15 +27,33 @@ struct CopyRange {
   uint64_t dst_offset = 0;  // relative to the output tensor's first byte
 };
 
-// Reads a row-major [rows, cols] matrix at src_offset and writes its
-// transpose [cols, rows] at dst_offset.
-struct TransposeBlock {
+// A [rows, cols] grid of elem_bytes elements moved one by one: element
+// (r, c) is read at src_offset + r*src_row_stride + c*src_col_stride of
+// file src_file and written at dst_offset + r*dst_row_stride +
+// c*dst_col_stride of the output tensor. A transpose reads a row-major
+// matrix and writes its transpose, both contiguous (IsTranspose).
+struct BlockMove {
   uint32_t src_file = 0;
   uint64_t src_offset = 0;
   uint64_t rows = 0;
   uint64_t cols = 0;
   uint32_t elem_bytes = 0;
+  uint64_t src_row_stride = 0, src_col_stride = 0;
+  uint64_t dst_offset = 0;  // relative to the output tensor's first byte
+  uint64_t dst_row_stride = 0, dst_col_stride = 0;
+  bool IsTranspose() const;
+  uint64_t src_span() const;  // bytes from the first element read to the end of the last
+  uint64_t dst_span() const;
+};
+
+// Output bytes [dst_offset, dst_offset + length) of a tensor that `blocks`
+// write together, each byte exactly once (gate and up interleaved into one
+// expert's slice; one transposed matrix). Computed in memory, then written
+// or handed over whole.
+struct Gather {
   uint64_t dst_offset = 0;
+  uint64_t length = 0;
+  std::vector<BlockMove> blocks;
 };
 
 enum class TensorOp { kCopy, kFuse, kSplit, kTranspose };
@@ -48,7 +66,7 @@ struct PlannedTensor {
   TensorOp op = TensorOp::kCopy;
   std::string rule;  // the rule that produced it, empty for kCopy
   std::vector<CopyRange> copies;
-  std::vector<TransposeBlock> transposes;
+  std::vector<Gather> gathers;  // by dst_offset, disjoint from each other and from the copies
 };
 
 struct PlannedShard {
@@ -77,6 +95,9 @@ struct Plan {
   std::string index_json;              // empty when one model.safetensors suffices
   uint64_t total_bytes = 0;            // tensor bytes
   uint64_t source_tensors = 0;
+  // Every tensor is copied under its own name: the checkpoint already is in
+  // the layout asked for (gpt-oss to fused: v5 holds it as the Hub does).
+  bool unchanged = false;
 };
 
 Result<Plan> MakePlan(const Checkpoint& src, const RuleSet& rules, const PlanOptions& options);

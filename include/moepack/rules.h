@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "moepack/config.h"
+#include "moepack/layout.h"
 #include "moepack/status.h"
 
 namespace moepack {
@@ -56,8 +57,14 @@ struct FusionRule {
   std::string target;                // e.g. "{prefix}mlp.experts.gate_up_proj"
   std::vector<std::string> sources;  // e.g. "{prefix}mlp.experts.{expert}.gate_proj.weight"
   int concat_dim = 1;                // dim of the fused tensor along which sources join
-  bool transpose = false;            // swap the last two dims of each source first
+  bool transpose = false;            // swap the two dims of each (2-D) source first
+  bool interleave = false;           // join element by element (g0 u0 g1 u1 ...), not one after the other
   std::string scale_of;              // this fusion holds the block scales of that fusion
+  // One expert list fused into several targets (ernie4_5_vl_moe: text and
+  // vision experts): this fusion takes `expert_count` experts from
+  // `expert_first` on (config paths, first found wins; default: all, from 0).
+  std::vector<std::string> expert_count;
+  std::vector<std::string> expert_first;
   // Optional: one expert's source in dims symbols (["I", "H"]). When
   // config.json gives every symbol, sources and fused tensors of another
   // shape are refused, so that a transposed or mislabelled tensor is not
@@ -67,6 +74,8 @@ struct FusionRule {
   int tp_dim = 0;  // the fused dim tensor parallelism cuts; 0 without a role
 };
 
+// A tensor whose last two dims are swapped between the Hub and v5: a fused
+// expert tensor [E, a, b], or a 2-D one (a router stored [H, E]).
 struct TransposeRule {
   std::string name;
   std::string pattern;                 // e.g. "{prefix}mlp.experts.gate_up_proj"
@@ -74,6 +83,17 @@ struct TransposeRule {
   std::vector<std::string> v5_shape;   // e.g. ["E", "2*I", "H"]
   ExpertRole role = ExpertRole::kNone;  // of the v5 layout
   int tp_dim = 0;
+  bool experts() const { return hub_shape.size() == 3; }
+};
+
+// One tensor on the Hub that v5 holds as K equal parts along `dim`
+// (ernie4_5_vl_moe's e_score_correction_bias [2, E]: text, then vision).
+// Converting back concatenates them again.
+struct ChunkRule {
+  std::string name;
+  std::string source;                // the Hub tensor, after renames
+  std::vector<std::string> targets;  // v5's parts, in order
+  int dim = 0;
 };
 
 struct DimSymbol {
@@ -96,11 +116,20 @@ class RuleSet {
   static Result<RuleSet> Parse(std::string_view json_text, const std::string& what);
 
   const std::string& family() const { return family_; }
+  const std::string& description() const { return description_; }
   const std::vector<std::string>& model_types() const { return model_types_; }
   const std::vector<std::string>& architectures() const { return architectures_; }
   const std::vector<RenameRule>& renames() const { return renames_; }
   const std::vector<FusionRule>& fusions() const { return fusions_; }
   const std::vector<TransposeRule>& transposes() const { return transposes_; }
+  const std::vector<ChunkRule>& chunks() const { return chunks_; }
+  // What the Hub ships this family as (per-expert unless the file says).
+  MoeLayout hub_layout() const { return hub_layout_; }
+
+  // The rules with everything config.json decides resolved (where each
+  // fusion's share of an expert list starts). Engines bind before matching;
+  // unbound, every share starts at expert 0.
+  Result<RuleSet> Bind(const ModelConfig& config) const;
 
   // Renames in rule order (to fused) or their reverses in reverse order.
   // Once a name has grown by more than kMaxRenameGrowth bytes no further
@@ -113,9 +142,11 @@ class RuleSet {
     int fusion = -1;
     int source = -1;
     std::string prefix;
-    int64_t expert = -1;
+    int64_t expert = -1;  // within the fusion's share of the expert list
   };
   // Matches a per-expert name (after renames) against every fusion source.
+  // Where fusions share one expert list, the one whose share holds the
+  // expert takes it.
   std::optional<SourceMatch> MatchSource(std::string_view name) const;
   // A name inside one expert's part of a fusion source ("{prefix}mlp.
   // experts.{expert}." for "...experts.{expert}.gate_proj.weight") that no
@@ -128,13 +159,28 @@ class RuleSet {
   };
   // Matches a fused name against every fusion target.
   std::optional<TargetMatch> MatchTarget(std::string_view name) const;
+  // A name that is a fusion target followed by "_" and more, and is no
+  // target itself: another form of the fused tensor ("gate_up_proj_blocks",
+  // MXFP4) that these rules do not convert.
+  std::optional<TargetMatch> MatchTargetSibling(std::string_view name) const;
   struct TransposeMatch {
     int rule = -1;
     std::string prefix;
   };
   std::optional<TransposeMatch> MatchTranspose(std::string_view name) const;
+  struct ChunkMatch {
+    int rule = -1;
+    int part = -1;  // -1: the Hub tensor itself; else the index of the v5 part
+    std::string prefix;
+  };
+  std::optional<ChunkMatch> MatchChunk(std::string_view name) const;
+  std::string ChunkName(int rule, int part, std::string_view prefix) const;  // part -1: the source
 
+  // `expert` within the fusion's share, as MatchSource gives it.
   std::string SourceName(int fusion, int source, std::string_view prefix, int64_t expert) const;
+  // The part of fusion `fusion`'s source `source` after its expert id, for
+  // messages: "up_proj.weight".
+  std::string SourceLeaf(int fusion, int source) const;
   // SourceName with the renames undone: the name the Hub stores it under.
   std::string HubSourceName(int fusion, int source, std::string_view prefix, int64_t expert) const;
   std::string TargetName(int fusion, std::string_view prefix) const;
@@ -144,8 +190,11 @@ class RuleSet {
   int WeightOf(int f) const { return weight_of_[f]; }
   int ScalesOf(int f) const { return scales_of_[f]; }
 
-  // Expert count for the names under `prefix`, from the config.
-  Result<int64_t> NumExperts(const ModelConfig& config, std::string_view prefix) const;
+  // Expert count for the names under `prefix`, from the config: of fusion
+  // `fusion`'s share when it declares one, else of the expert group.
+  Result<int64_t> NumExperts(const ModelConfig& config, std::string_view prefix, int fusion = -1) const;
+  // Whether a shape expression uses the expert count E.
+  static bool NamesExperts(const std::vector<std::string>& shape);
   // Evaluates a shape (["E","H","2*I"], ["I/BR", ...] rounds up) with E given.
   // Under `prefix`, an expert group's dims take precedence.
   Result<std::vector<uint64_t>> EvalShape(const ModelConfig& config, const std::vector<std::string>& shape,
@@ -173,6 +222,7 @@ class RuleSet {
 
   struct Compiled;
   std::string family_;
+  std::string description_;
   std::vector<std::string> model_types_;
   std::vector<std::string> architectures_;
   std::vector<std::string> num_experts_;
@@ -181,7 +231,10 @@ class RuleSet {
   std::vector<RenameRule> renames_;
   std::vector<FusionRule> fusions_;
   std::vector<TransposeRule> transposes_;
+  std::vector<ChunkRule> chunks_;
+  MoeLayout hub_layout_ = MoeLayout::kPerExpert;
   std::vector<int> weight_of_, scales_of_;  // per fusion
+  std::vector<int64_t> expert_first_;       // per fusion, from Bind
   std::shared_ptr<const Compiled> compiled_;
 };
 

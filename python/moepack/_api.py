@@ -61,5 +61,8 @@ def verify(src, dst, model_type=None, rules=None, source_layout=None, threads=0,
 
 
 def families():
-    """The model families whose rules are built in."""
-    return list(_moepack.families())
+    """The model families whose rules are built in, as ``moepack families
+    --json`` lists them: {family: {"description", "model_types",
+    "architectures", "hub_layout", "fused": [{"name", "shape", "role",
+    "from"}]}}, in the CLI's order (``"qwen3_moe" in families()`` works)."""
+    return {f.pop("family"): f for f in json.loads(_moepack.families())}

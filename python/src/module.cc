@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "moepack/convert.h"
+#include "moepack/families.h"
 #include "moepack/inspect.h"
 #include "moepack/loader.h"
 #include "moepack/parse.h"
@@ -158,11 +159,7 @@ std::string PyVerify(const std::string& src, const std::string& dst, const std::
 
 uint64_t PyParseSize(const std::string& text) { return Unwrap(ParseSize(text)); }
 
-py::list PyFamilies() {
-  py::list out;
-  for (const auto& f : BuiltinFamilies()) out.append(f);
-  return out;
-}
+std::string PyFamilies() { return FamiliesToJson(Unwrap(DescribeFamilies())); }
 
 // --- the loader -----------------------------------------------------------
 

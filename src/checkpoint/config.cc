@@ -63,8 +63,9 @@ Result<ModelConfig> ModelConfig::Parse(const std::string& text, const std::strin
     for (const auto& p : kNestedPrefixes) {
       std::string key = p + k;
       // null and 0 occur in real configs of dense variants: they mean "no
-      // routed experts", and conversion refuses them only where it fuses.
-      if (c.present_.count(key) && !c.ints_.count(key) && !c.nulls_.count(key)) {
+      // routed experts", and conversion refuses them only where it fuses;
+      // a list (hunyuan: one count per layer) is for the rules to judge.
+      if (c.present_.count(key) && !c.ints_.count(key) && !c.nulls_.count(key) && !c.ints_.count(key + ".0")) {
         return Status::Corrupt(what + ": " + key + " is not an integer");
       }
       if (auto v = c.Int(key); v && *v < 0) return Status::Corrupt(what + ": " + key + " must not be negative");

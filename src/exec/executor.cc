@@ -1,10 +1,12 @@
 // Work is split into jobs of at most kJobBytes so that workers stay busy on
-// skewed plans; each job writes a disjoint region. Jobs are grouped into one
-// lane per output file, in destination order: buffered writes to one file
-// serialize on its inode lock (ext4, XFS, btrfs), so two workers copying into
-// the same file only spin on each other. A lane takes one copying worker at a
-// time (transposes, which spend their time in user space, may share one), and
-// the worker that completes a lane syncs its file while others keep copying.
+// skewed plans; each job writes a disjoint region: a copy range (or part of
+// one), or a gather computed in memory (a transpose, interleaved experts).
+// Jobs are grouped into one lane per output file, in destination order:
+// buffered writes to one file serialize on its inode lock (ext4, XFS,
+// btrfs), so two workers copying into the same file only spin on each
+// other. A lane takes one copying worker at a time (gathers, which spend
+// their time in user space, may share one), and the worker that completes a
+// lane syncs its file while others keep copying.
 #include "moepack/executor.h"
 
 #include <fcntl.h>
@@ -22,6 +24,7 @@
 #include <unordered_map>
 
 #include "exec/atomic_dir.h"
+#include "plan/ops/pieces.h"
 #include "plan/ops/transpose_kernel.h"
 #include "util/file.h"
 
@@ -38,7 +41,7 @@ struct Job {
   uint32_t dst_file = 0;
   uint64_t dst_offset = 0;  // absolute in the output file
   const CopyRange* copy = nullptr;
-  const TransposeBlock* transpose = nullptr;
+  const Gather* gather = nullptr;
   uint64_t part_offset = 0;  // within the copy range
   uint64_t part_length = 0;
 };
@@ -99,17 +102,10 @@ Status CopyBytes(const File& src, uint64_t src_off, const File& dst, uint64_t ds
   return Status::OK();
 }
 
-Status TransposeBytes(const File& src, const TransposeBlock& t, const File& dst, uint64_t dst_off,
-                      std::vector<char>& in, std::vector<char>& out) {
-  const uint64_t bytes = t.rows * t.cols * t.elem_bytes;
-  if (bytes <= kJobBytes) {
-    in.resize(bytes);
-    out.resize(bytes);
-    MOEPACK_RETURN_IF_ERROR(src.ReadAt(t.src_offset, in.data(), bytes));
-    internal::Transpose(in.data(), out.data(), t.rows, t.cols, t.elem_bytes);
-    return dst.WriteAt(dst_off, out.data(), bytes);
-  }
-  // Bands of source rows keep memory bounded for very large matrices.
+// One large transposed matrix: bands of source rows keep memory bounded,
+// each band's output written as one segment per output row.
+Status TransposeBands(const File& src, const BlockMove& t, const File& dst, uint64_t dst_off, std::vector<char>& in,
+                      std::vector<char>& out) {
   const uint64_t row_bytes = t.cols * t.elem_bytes;
   const uint64_t band = std::max<uint64_t>(1, kJobBytes / row_bytes);
   for (uint64_t r0 = 0; r0 < t.rows; r0 += band) {
@@ -124,6 +120,24 @@ Status TransposeBytes(const File& src, const TransposeBlock& t, const File& dst,
     }
   }
   return Status::OK();
+}
+
+// A gather: every block read whole and moved into the region, which is then
+// written at once. `dst_off` is where the region starts in the output file.
+Status GatherBytes(const std::vector<File>& srcs, const Gather& g, const File& dst, uint64_t dst_off,
+                   std::vector<char>& in, std::vector<char>& out) {
+  if (g.blocks.size() == 1 && g.blocks[0].IsTranspose() && g.length > kJobBytes) {
+    return TransposeBands(srcs[g.blocks[0].src_file], g.blocks[0], dst, dst_off, in, out);
+  }
+  out.resize(g.length);
+  for (const BlockMove& b : g.blocks) {
+    in.resize(b.src_span());
+    MOEPACK_RETURN_IF_ERROR(srcs[b.src_file].ReadAt(b.src_offset, in.data(), in.size()));
+    ops::Apply(ops::Block{0, b.dst_offset - g.dst_offset, b.rows, b.cols, b.elem_bytes, b.src_row_stride,
+                          b.src_col_stride, b.dst_row_stride, b.dst_col_stride},
+               in.data(), out.data());
+  }
+  return dst.WriteAt(dst_off, out.data(), g.length);
 }
 
 bool IsInside(const fs::path& inner, const fs::path& outer) {
@@ -218,9 +232,7 @@ class Execution {
             jobs.push_back(Job{si, base + c.dst_offset + off, &c, nullptr, off, std::min(kJobBytes, c.length - off)});
           }
         }
-        for (const TransposeBlock& b : t.transposes) {
-          jobs.push_back(Job{si, base + b.dst_offset, nullptr, &b, 0, b.rows * b.cols * b.elem_bytes});
-        }
+        for (const Gather& g : t.gathers) jobs.push_back(Job{si, base + g.dst_offset, nullptr, &g, 0, g.length});
       }
     }
     for (Lane& lane : lanes_) {
@@ -229,7 +241,7 @@ class Execution {
       lane.unfinished = lane.jobs.size();
       for (const Job& j : lane.jobs) {
         lane.bytes_left += j.part_length;
-        if (j.transpose) lane.max_writers = 64;
+        if (j.gather) lane.max_writers = 64;
       }
       total_ += lane.bytes_left;
     }
@@ -269,8 +281,7 @@ class Execution {
     while (auto j = Next(lane)) {
       Status st = j->copy ? CopyBytes(srcs_[j->copy->src_file], j->copy->src_offset + j->part_offset,
                                       dsts_[j->dst_file], j->dst_offset, j->part_length, buf, use_cfr)
-                          : TransposeBytes(srcs_[j->transpose->src_file], *j->transpose, dsts_[j->dst_file],
-                                           j->dst_offset, tin, tout);
+                          : GatherBytes(srcs_, *j->gather, dsts_[j->dst_file], j->dst_offset, tin, tout);
       // Writeback starts behind the copy instead of all at the fsync: the disk
       // works while the next job copies (a 1-layer conversion took 40% less
       // time on the benchmark machine, see docs/benchmarks.md).

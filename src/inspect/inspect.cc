@@ -28,6 +28,13 @@ std::vector<RuleSet> CandidateRules(const Checkpoint& c, std::string* family) {
     if (f == *family) continue;
     if (auto rs = BuiltinRules(f); rs.ok()) all.push_back(std::move(rs).value());
   }
+  // Bound where config.json allows, so that shares of one expert list count
+  // as the experts they are.
+  if (c.config()) {
+    for (RuleSet& rs : all) {
+      if (auto bound = rs.Bind(*c.config()); bound.ok()) rs = std::move(bound).value();
+    }
+  }
   return all;
 }
 
@@ -128,30 +135,6 @@ std::string InspectToText(const InspectReport& r) {
   out += "\nMoE layers:  " + std::to_string(r.moe_layers) + "\n";
   out += "experts:     " + std::to_string(r.num_experts) + "\n";
   return out;
-}
-
-}  // namespace moepack
-
-namespace moepack {
-
-std::string_view LayoutName(MoeLayout l) {
-  switch (l) {
-    case MoeLayout::kPerExpert: return "per-expert";
-    case MoeLayout::kFused: return "fused";
-    case MoeLayout::kFusedTransposed: return "fused-transposed";
-    case MoeLayout::kStacked: return "stacked";
-    case MoeLayout::kDense: return "dense";
-    case MoeLayout::kMixed: return "mixed";
-  }
-  return "";
-}
-
-std::optional<MoeLayout> ParseLayout(std::string_view name) {
-  for (MoeLayout l : {MoeLayout::kPerExpert, MoeLayout::kFused, MoeLayout::kFusedTransposed, MoeLayout::kStacked,
-                      MoeLayout::kDense, MoeLayout::kMixed}) {
-    if (LayoutName(l) == name) return l;
-  }
-  return std::nullopt;
 }
 
 }  // namespace moepack

@@ -1,5 +1,6 @@
 #include <nlohmann/json.hpp>
 
+#include "moepack/parse.h"
 #include "moepack/plan.h"
 
 namespace moepack {
@@ -15,8 +16,6 @@ const char* OpName(TensorOp op) {
   return "?";
 }
 
-const char* DirectionName(Direction d) { return d == Direction::kToFused ? "fused" : "per-expert"; }
-
 }  // namespace
 
 std::string PlanToJson(const Plan& plan, bool with_tensors) {
@@ -27,6 +26,7 @@ std::string PlanToJson(const Plan& plan, bool with_tensors) {
   j["source_tensors"] = plan.source_tensors;
   j["num_tensors"] = plan.tensors.size();
   j["total_bytes"] = plan.total_bytes;
+  j["unchanged"] = plan.unchanged;
   std::map<std::string, uint64_t> ops;
   for (const auto& t : plan.tensors) ops[OpName(t.op)]++;
   j["ops"] = ops;
@@ -48,7 +48,7 @@ std::string PlanToJson(const Plan& plan, bool with_tensors) {
                       {"op", OpName(t.op)},
                       {"rule", t.rule},
                       {"file", s.filename},
-                      {"ranges", t.copies.size() + t.transposes.size()}});
+                      {"ranges", t.copies.size() + t.gathers.size()}});
       }
     }
     j["tensors"] = ts;
@@ -80,6 +80,10 @@ std::string PlanToText(const Plan& plan) {
            std::to_string(s.layout.file_size()) + " bytes\n";
   }
   if (!plan.aux_files.empty()) out += "other files:   " + std::to_string(plan.aux_files.size()) + " copied as is\n";
+  if (plan.unchanged) {
+    out += "nothing to convert: every tensor is already in the " + std::string(DirectionName(plan.direction)) +
+           " layout of " + plan.family + " and is copied as it is\n";
+  }
   return out;
 }
 

@@ -1,17 +1,20 @@
-// Planning runs in three passes over the source names: renames (forward) or
-// splits/transposes (reverse), grouping of experts, then validation of each
-// group before any output tensor is laid out.
+// Planning runs in three passes over the source names: renames and the
+// match against the rules (every name is seen in v5's vocabulary, whichever
+// layout the checkpoint is in), grouping of experts (and of chunk parts),
+// then validation of each group before any output tensor is laid out. What
+// an op does to shapes and bytes comes from the op model (plan/ops).
 #include <algorithm>
-#include <cctype>
 #include <map>
 #include <set>
 #include <unordered_map>
 
 #include "moepack/natural_order.h"
 #include "moepack/plan.h"
+#include "plan/ops/chunk_op.h"
 #include "plan/ops/fusion_op.h"
 #include "plan/ops/scales.h"
 #include "plan/ops/transpose_op.h"
+#include "plan/plan_pieces.h"
 #include "util/strings.h"
 
 #include <nlohmann/json.hpp>
@@ -27,43 +30,45 @@ struct Source {
   uint64_t abs_begin() const { return data_start + info->begin; }
 };
 
-
-// The part of a name after the expert index, for messages: "up_proj.weight".
-std::string SourceLabel(const RuleSet& rules, int fusion, int source) {
-  std::string n = rules.SourceName(fusion, source, "", 0);
-  auto p = n.find(".0.");
-  return p == std::string::npos ? n : n.substr(p + 3);
-}
-
 std::string GroupLabel(const std::string& prefix, const RuleSet& rules, int fusion) {
   std::string t = rules.TargetName(fusion, prefix);
   auto p = t.rfind('.');
   return p == std::string::npos ? t : t.substr(0, p);
 }
 
-// Adds an op's geometry, read from `file` at `src_begin` (the input
-// tensor's first byte), to an output tensor's ranges. Runs that continue
-// the previous one in both files (experts stored back to back in one
-// shard) become one range.
-void AddPieces(PlannedTensor& out, uint32_t file, uint64_t src_begin, const ops::Pieces& pieces) {
-  for (const ops::Run& r : pieces.runs) {
-    if (!out.copies.empty()) {
-      CopyRange& p = out.copies.back();
-      if (p.src_file == file && p.src_offset + p.length == src_begin + r.src && p.dst_offset + p.length == r.dst) {
-        p.length += r.length;
-        continue;
-      }
+// The ids missing from `present` (sorted) out of 0..E-1, as ranges: E
+// comes from config.json and may be huge, so never walk all of it.
+std::string MissingIds(const std::vector<int64_t>& present, int64_t E) {
+  std::vector<std::pair<int64_t, int64_t>> gaps;
+  int64_t next = 0;
+  for (int64_t j : present) {
+    if (j > next) gaps.emplace_back(next, j - 1);
+    next = j + 1;
+  }
+  if (next < E) gaps.emplace_back(next, E - 1);
+  std::string missing;
+  for (size_t i = 0; i < gaps.size(); ++i) {
+    if (i == 20) {
+      missing += ",...";
+      break;
     }
-    out.copies.push_back(CopyRange{file, src_begin + r.src, r.length, r.dst});
+    missing += (i ? "," : "") + std::to_string(gaps[i].first);
+    if (gaps[i].second > gaps[i].first) missing += "-" + std::to_string(gaps[i].second);
   }
-  for (const ops::Block& b : pieces.blocks) {
-    out.transposes.push_back(TransposeBlock{file, src_begin + b.src, b.rows, b.cols, b.elem_bytes, b.dst});
-  }
+  return missing;
+}
+
+// Renames that keep growing a name are refused, not followed (see Rename).
+Status CheckGrowth(const RuleSet& rules, const std::string& from, const std::string& to) {
+  if (to.size() <= from.size() + RuleSet::kMaxRenameGrowth) return Status::OK();
+  return Status::InvalidArgument("rules of " + rules.family() + " grow the name '" + from + "' by more than " +
+                                 std::to_string(RuleSet::kMaxRenameGrowth) + " bytes");
 }
 
 class Planner {
  public:
-  Planner(const Checkpoint& src, const RuleSet& rules, const PlanOptions& opt) : src_(src), rules_(rules), opt_(opt) {}
+  Planner(const Checkpoint& src, RuleSet rules, const PlanOptions& opt)
+      : src_(src), rules_(std::move(rules)), opt_(opt) {}
 
   Result<Plan> Run();
 
@@ -73,35 +78,45 @@ class Planner {
     std::string prefix;
     std::map<int64_t, std::vector<const Source*>> experts;  // expert -> per source
   };
+  struct ChunkGroup {
+    int rule;
+    std::string prefix;
+    std::vector<const Source*> parts;
+  };
 
   Status Collect();
   Status CollectForward(const Source& s);
   Status CollectReverse(const Source& s);
+  Result<std::string> V5Name(const Source& s) const;
   Status FinishGroups();
   Status CheckScales();
   Status AddCopy(const Source& s, std::string out_name);
   Status AddFused(const FuseGroup& g);
   Status AddSplit(const Source& s, const RuleSet::TargetMatch& m);
-  Status AddTranspose(const Source& s, const RuleSet::TransposeMatch& m);
-  Result<int64_t> Experts(const std::string& prefix);
+  Status AddTranspose(const Source& s, const RuleSet::TransposeMatch& m, std::string out_name);
+  Status AddChunkSplit(const Source& s, const RuleSet::ChunkMatch& m);
+  Status AddChunkJoin(const ChunkGroup& g);
+  Result<int64_t> Experts(const std::string& prefix, int fusion);
   Status Emit(PlannedTensor t, const std::string& from);
   Status MakeShards();
 
   const Checkpoint& src_;
-  const RuleSet& rules_;
+  const RuleSet rules_;  // bound to the source's config.json
   const PlanOptions& opt_;
   Plan plan_;
   std::vector<Source> sources_;
   std::map<std::pair<int, std::string>, FuseGroup> groups_;
+  std::map<std::pair<int, std::string>, ChunkGroup> chunk_groups_;
   std::unordered_map<std::string, std::string> produced_;  // output name -> what made it
   ops::FusedTensors fused_;                                 // fused tensors made or cut
+  bool changed_ = false;                                    // some tensor is converted or renamed
 };
 
-Result<int64_t> Planner::Experts(const std::string& prefix) {
+Result<int64_t> Planner::Experts(const std::string& prefix, int fusion) {
   if (!src_.config()) {
     return Status::Corrupt(src_.dir() + ": no config.json: the expert count of '" + prefix + "' comes from it");
   }
-  return rules_.NumExperts(*src_.config(), prefix);
+  return rules_.NumExperts(*src_.config(), prefix, fusion);
 }
 
 Status Planner::Emit(PlannedTensor t, const std::string& from) {
@@ -110,6 +125,7 @@ Status Planner::Emit(PlannedTensor t, const std::string& from) {
     return Status::Corrupt("output tensor '" + t.name + "' would be made twice: from " + it->second + " and from " +
                            from);
   }
+  changed_ = changed_ || t.op != TensorOp::kCopy;
   plan_.tensors.push_back(std::move(t));
   return Status::OK();
 }
@@ -121,25 +137,25 @@ Status Planner::AddCopy(const Source& s, std::string out_name) {
   t.shape = s.info->shape;
   t.nbytes = s.info->nbytes();
   t.op = TensorOp::kCopy;
+  changed_ = changed_ || t.name != s.name;
   if (t.nbytes) t.copies.push_back(CopyRange{s.file, s.abs_begin(), t.nbytes, 0});
   return Emit(std::move(t), "'" + s.name + "'");
 }
 
-// Renames that keep growing a name are refused, not followed (see Rename).
-Status CheckGrowth(const RuleSet& rules, const std::string& from, const std::string& to) {
-  if (to.size() <= from.size() + RuleSet::kMaxRenameGrowth) return Status::OK();
-  return Status::InvalidArgument("rules of " + rules.family() + " grow the name '" + from + "' by more than " +
-                                 std::to_string(RuleSet::kMaxRenameGrowth) + " bytes");
+// The name in v5's vocabulary, checked to rename back exactly.
+Result<std::string> Planner::V5Name(const Source& s) const {
+  std::string v5 = rules_.Rename(s.name, Direction::kToFused);
+  MOEPACK_RETURN_IF_ERROR(CheckGrowth(rules_, s.name, v5));
+  if (v5 != s.name && rules_.Rename(v5, Direction::kToPerExpert) != s.name) {
+    return Status::InvalidArgument("rules of " + rules_.family() + " are not exactly invertible on '" + s.name +
+                                   "' (renamed to '" + v5 + "', which renames back to '" +
+                                   rules_.Rename(v5, Direction::kToPerExpert) + "')");
+  }
+  return v5;
 }
 
 Status Planner::CollectForward(const Source& s) {
-  std::string renamed = rules_.Rename(s.name, Direction::kToFused);
-  MOEPACK_RETURN_IF_ERROR(CheckGrowth(rules_, s.name, renamed));
-  if (renamed != s.name && rules_.Rename(renamed, Direction::kToPerExpert) != s.name) {
-    return Status::InvalidArgument("rules of " + rules_.family() + " are not exactly invertible on '" + s.name +
-                                   "' (renamed to '" + renamed + "', which renames back to '" +
-                                   rules_.Rename(renamed, Direction::kToPerExpert) + "')");
-  }
+  MOEPACK_ASSIGN_OR_RETURN(std::string renamed, V5Name(s));
   if (auto m = rules_.MatchSource(renamed)) {
     auto key = std::make_pair(m->fusion, m->prefix);
     FuseGroup& g = groups_[key];
@@ -149,7 +165,7 @@ Status Planner::CollectForward(const Source& s) {
     slot.resize(rules_.fusions()[m->fusion].sources.size(), nullptr);
     if (slot[m->source]) {
       return Status::Corrupt(GroupLabel(m->prefix, rules_, m->fusion) + ": expert " + std::to_string(m->expert) +
-                             " " + SourceLabel(rules_, m->fusion, m->source) + " appears twice: '" +
+                             " " + rules_.SourceLeaf(m->fusion, m->source) + " appears twice: '" +
                              slot[m->source]->name + "' and '" + s.name + "'");
     }
     slot[m->source] = &s;
@@ -162,10 +178,11 @@ Status Planner::CollectForward(const Source& s) {
                            "(an expert tensor kind these rules do not know, e.g. a bias or another quantization's "
                            "scales)");
   }
-  if (auto m = rules_.MatchTranspose(renamed)) return AddTranspose(s, *m);
+  if (auto m = rules_.MatchTranspose(renamed)) return AddTranspose(s, *m, renamed);
+  if (auto m = rules_.MatchChunk(renamed); m && m->part < 0) return AddChunkSplit(s, *m);
   if (auto m = rules_.MatchTarget(renamed); m && src_.config()) {
     // Already fused: kept as it is, but only in the layout the target has.
-    auto E = rules_.NumExperts(*src_.config(), m->prefix);
+    auto E = rules_.NumExperts(*src_.config(), m->prefix, m->fusion);
     if (E.ok()) {
       MOEPACK_RETURN_IF_ERROR(ops::CheckFusedShape(rules_, *src_.config(), m->fusion, m->prefix, *E, s.info->shape,
                                                    "'" + s.name + "'"));
@@ -175,12 +192,25 @@ Status Planner::CollectForward(const Source& s) {
 }
 
 Status Planner::CollectReverse(const Source& s) {
-  if (auto m = rules_.MatchTarget(s.name)) return AddSplit(s, *m);
-  if (auto m = rules_.MatchTranspose(s.name)) return AddTranspose(s, *m);
-  std::string out = rules_.Rename(s.name, Direction::kToPerExpert);
-  MOEPACK_RETURN_IF_ERROR(CheckGrowth(rules_, s.name, out));
-  if (out != s.name && rules_.Rename(out, Direction::kToFused) != s.name) {
-    return Status::InvalidArgument("rules of " + rules_.family() + " are not exactly invertible on '" + s.name + "'");
+  // The Hub may ship a family fused under names of its own (granitemoe's
+  // input_linear): what it is, is decided on its v5 name.
+  MOEPACK_ASSIGN_OR_RETURN(std::string v5, V5Name(s));
+  if (auto m = rules_.MatchTarget(v5)) return AddSplit(s, *m);
+  const std::string out = rules_.Rename(v5, Direction::kToPerExpert);
+  if (auto m = rules_.MatchTranspose(v5)) return AddTranspose(s, *m, out);
+  if (auto m = rules_.MatchChunk(v5); m && m->part >= 0) {
+    ChunkGroup& g = chunk_groups_[{m->rule, m->prefix}];
+    g.rule = m->rule;
+    g.prefix = m->prefix;
+    g.parts.resize(rules_.chunks()[m->rule].targets.size(), nullptr);
+    g.parts[m->part] = &s;
+    return Status::OK();
+  }
+  if (auto m = rules_.MatchTargetSibling(v5)) {
+    return Status::InvalidArgument("'" + s.name + "' is another form of the fused tensor '" +
+                                   rules_.TargetName(m->fusion, m->prefix) + "' (fusion \"" +
+                                   rules_.fusions()[m->fusion].name + "\") that the " + rules_.family() +
+                                   " rules cannot cut into experts; it would stay fused in a per-expert checkpoint");
   }
   return AddCopy(s, out);
 }
@@ -201,7 +231,7 @@ Status Planner::FinishGroups() {
   for (auto& [key, g] : groups_) {
     const FusionRule& f = rules_.fusions()[g.fusion];
     const std::string label = GroupLabel(g.prefix, rules_, g.fusion);
-    MOEPACK_ASSIGN_OR_RETURN(int64_t E, Experts(g.prefix));
+    MOEPACK_ASSIGN_OR_RETURN(int64_t E, Experts(g.prefix, g.fusion));
     const size_t K = f.sources.size();
     std::vector<int64_t> present;
     for (const auto& [j, slot] : g.experts) {
@@ -217,39 +247,21 @@ Status Planner::FinishGroups() {
           size_t other = 0;
           while (other < K && !slot[other]) ++other;
           return Status::Corrupt(label + ": expert " + std::to_string(j) + " has " +
-                                 SourceLabel(rules_, g.fusion, static_cast<int>(other)) + " but no " +
-                                 SourceLabel(rules_, g.fusion, static_cast<int>(k)) + " ('" +
-                                 rules_.HubSourceName(g.fusion, static_cast<int>(k), g.prefix, j) +
-                                 "' is missing)");
+                                 rules_.SourceLeaf(g.fusion, static_cast<int>(other)) + " but no " +
+                                 rules_.SourceLeaf(g.fusion, static_cast<int>(k)) + " ('" +
+                                 rules_.HubSourceName(g.fusion, static_cast<int>(k), g.prefix, j) + "' is missing)");
         }
       }
       present.push_back(j);
     }
     if (static_cast<int64_t>(present.size()) != E) {
-      // The gaps between the ids present, as ranges: E comes from config.json
-      // and may be huge, so never walk all of 0..E-1.
-      std::vector<std::pair<int64_t, int64_t>> gaps;
-      int64_t next = 0;
-      for (int64_t j : present) {
-        if (j > next) gaps.emplace_back(next, j - 1);
-        next = j + 1;
-      }
-      if (next < E) gaps.emplace_back(next, E - 1);
-      std::string missing;
-      for (size_t i = 0; i < gaps.size(); ++i) {
-        if (i == 20) {
-          missing += ",...";
-          break;
-        }
-        missing += (i ? "," : "") + std::to_string(gaps[i].first);
-        if (gaps[i].second > gaps[i].first) missing += "-" + std::to_string(gaps[i].second);
-      }
-      return Status::Corrupt(label + ": " + SourceLabel(rules_, g.fusion, 0) + " missing for experts " + missing +
-                             " (config.json says " + std::to_string(E) + " experts, found " +
+      return Status::Corrupt(label + ": " + rules_.SourceLeaf(g.fusion, 0) + " missing for experts " +
+                             MissingIds(present, E) + " (config.json says " + std::to_string(E) + " experts, found " +
                              std::to_string(present.size()) + ")");
     }
     MOEPACK_RETURN_IF_ERROR(AddFused(g));
   }
+  for (auto& [key, g] : chunk_groups_) MOEPACK_RETURN_IF_ERROR(AddChunkJoin(g));
   return CheckScales();
 }
 
@@ -259,7 +271,7 @@ Status Planner::AddFused(const FuseGroup& g) {
   const Source* first = g.experts.begin()->second[0];
   const std::string label = GroupLabel(g.prefix, rules_, g.fusion);
   auto expert = [&](int64_t j, size_t k) {
-    return "expert " + std::to_string(j) + " " + SourceLabel(rules_, g.fusion, static_cast<int>(k));
+    return "expert " + std::to_string(j) + " " + rules_.SourceLeaf(g.fusion, static_cast<int>(k));
   };
   const std::string first_label = expert(g.experts.begin()->first, 0);
   MOEPACK_ASSIGN_OR_RETURN(ops::FusionOp op,
@@ -279,18 +291,20 @@ Status Planner::AddFused(const FuseGroup& g) {
   out.op = TensorOp::kFuse;
   out.rule = f.name;
   fused_[{g.fusion, g.prefix}] = op.dtype();
+  internal::PiecesToPlan pieces;
   for (const auto& [j, slot] : g.experts) {
     for (size_t k = 0; k < K; ++k) {
-      AddPieces(out, slot[k]->file, slot[k]->abs_begin(), op.SourceInFused(static_cast<uint64_t>(j), k));
+      pieces.Add(slot[k]->file, slot[k]->abs_begin(), op.SourceInFused(static_cast<uint64_t>(j), k));
     }
   }
+  pieces.Finish(out);
   return Emit(std::move(out), "fusion \"" + f.name + "\" of " + label);
 }
 
 Status Planner::AddSplit(const Source& s, const RuleSet::TargetMatch& m) {
   const FusionRule& f = rules_.fusions()[m.fusion];
   const TensorInfo& t = *s.info;
-  MOEPACK_ASSIGN_OR_RETURN(int64_t E, Experts(m.prefix));
+  MOEPACK_ASSIGN_OR_RETURN(int64_t E, Experts(m.prefix, m.fusion));
   MOEPACK_ASSIGN_OR_RETURN(ops::FusionOp op, ops::CutOf(rules_, *src_.config(), m.fusion, m.prefix,
                                                         static_cast<uint64_t>(E), t.dtype, t.shape, "'" + s.name + "'"));
   fused_[{m.fusion, m.prefix}] = t.dtype;
@@ -303,33 +317,83 @@ Status Planner::AddSplit(const Source& s, const RuleSet::TargetMatch& m) {
       out.nbytes = op.source_bytes();
       out.op = TensorOp::kSplit;
       out.rule = f.name;
-      AddPieces(out, s.file, s.abs_begin(), op.SourceInFused(j, k).Inverse());
+      internal::PiecesToPlan pieces;
+      pieces.Add(s.file, s.abs_begin(), op.SourceInFused(j, k).Inverse());
+      pieces.Finish(out);
       MOEPACK_RETURN_IF_ERROR(Emit(std::move(out), "fusion \"" + f.name + "\" of '" + s.name + "'"));
     }
   }
   return Status::OK();
 }
 
-Status Planner::AddTranspose(const Source& s, const RuleSet::TransposeMatch& m) {
+Status Planner::AddTranspose(const Source& s, const RuleSet::TransposeMatch& m, std::string out_name) {
   const TensorInfo& t = *s.info;
   if (!src_.config()) return Status::Corrupt(src_.dir() + ": no config.json: the layout of '" + s.name + "' depends on it");
   MOEPACK_ASSIGN_OR_RETURN(ops::TransposeOp op,
                            ops::TransposeOp::Make(rules_, m.rule, *src_.config(), m.prefix, s.name, t.dtype, t.shape,
                                                   opt_.source_layout, ops::TargetOrientation(opt_.direction)));
-  // Forward the source was matched after renames; backward the renames are
-  // undone on the way out, as for every other tensor.
-  const std::string name = rules_.Rename(s.name, opt_.direction);
-  if (!op.changes()) return AddCopy(s, name);
+  if (!op.changes()) return AddCopy(s, std::move(out_name));
   const TransposeRule& r = rules_.transposes()[m.rule];
   PlannedTensor out;
-  out.name = name;
+  out.name = std::move(out_name);
   out.dtype = t.dtype;
   out.shape = op.output_shape();
   out.nbytes = t.nbytes();
   out.op = TensorOp::kTranspose;
   out.rule = r.name;
-  for (uint64_t j = 0; j < op.experts(); ++j) AddPieces(out, s.file, s.abs_begin(), op.Expert(j));
+  internal::PiecesToPlan pieces;
+  for (uint64_t j = 0; j < op.experts(); ++j) pieces.Add(s.file, s.abs_begin(), op.Expert(j));
+  pieces.Finish(out);
   return Emit(std::move(out), "transpose \"" + r.name + "\" of '" + s.name + "'");
+}
+
+Status Planner::AddChunkSplit(const Source& s, const RuleSet::ChunkMatch& m) {
+  const ChunkRule& c = rules_.chunks()[m.rule];
+  auto op = ops::ChunkOp::FromWhole(c, s.info->dtype, s.info->shape);
+  if (!op.ok()) return op.status().WithPrefix("'" + s.name + "'");
+  for (uint64_t k = 0; k < op->parts(); ++k) {
+    PlannedTensor out;
+    out.name = rules_.ChunkName(m.rule, static_cast<int>(k), m.prefix);
+    out.dtype = s.info->dtype;
+    out.shape = op->part_shape();
+    out.nbytes = op->part_bytes();
+    out.op = TensorOp::kSplit;
+    out.rule = c.name;
+    internal::PiecesToPlan pieces;
+    pieces.Add(s.file, s.abs_begin(), op->PartInWhole(k).Inverse());
+    pieces.Finish(out);
+    MOEPACK_RETURN_IF_ERROR(Emit(std::move(out), "chunk \"" + c.name + "\" of '" + s.name + "'"));
+  }
+  return Status::OK();
+}
+
+Status Planner::AddChunkJoin(const ChunkGroup& g) {
+  const ChunkRule& c = rules_.chunks()[g.rule];
+  for (size_t k = 0; k < g.parts.size(); ++k) {
+    if (!g.parts[k]) {
+      return Status::Corrupt("'" + rules_.ChunkName(g.rule, static_cast<int>(k), g.prefix) + "' is missing: chunk \"" +
+                             c.name + "\" joins " + std::to_string(g.parts.size()) + " parts into '" +
+                             rules_.Rename(rules_.ChunkName(g.rule, -1, g.prefix), Direction::kToPerExpert) + "'");
+    }
+  }
+  const Source& first = *g.parts[0];
+  auto op = ops::ChunkOp::FromPart(c, first.info->dtype, first.info->shape);
+  if (!op.ok()) return op.status().WithPrefix("'" + first.name + "'");
+  for (const Source* part : g.parts) {
+    MOEPACK_RETURN_IF_ERROR(op->CheckPart(part->info->dtype, part->info->shape, "'" + part->name + "'",
+                                          "'" + first.name + "'"));
+  }
+  PlannedTensor out;
+  out.name = rules_.Rename(rules_.ChunkName(g.rule, -1, g.prefix), Direction::kToPerExpert);
+  out.dtype = first.info->dtype;
+  out.shape = op->whole_shape();
+  out.nbytes = op->whole_bytes();
+  out.op = TensorOp::kFuse;
+  out.rule = c.name;
+  internal::PiecesToPlan pieces;
+  for (uint64_t k = 0; k < op->parts(); ++k) pieces.Add(g.parts[k]->file, g.parts[k]->abs_begin(), op->PartInWhole(k));
+  pieces.Finish(out);
+  return Emit(std::move(out), "chunk \"" + c.name + "\" of '" + first.name + "'");
 }
 
 Status Planner::CheckScales() {
@@ -395,6 +459,7 @@ Result<Plan> Planner::Run() {
   MOEPACK_RETURN_IF_ERROR(Collect());
   MOEPACK_RETURN_IF_ERROR(FinishGroups());
   for (const auto& t : plan_.tensors) plan_.total_bytes += t.nbytes;
+  plan_.unchanged = !changed_;
   MOEPACK_RETURN_IF_ERROR(MakeShards());
   return std::move(plan_);
 }
@@ -402,7 +467,9 @@ Result<Plan> Planner::Run() {
 }  // namespace
 
 Result<Plan> MakePlan(const Checkpoint& src, const RuleSet& rules, const PlanOptions& options) {
-  return Planner(src, rules, options).Run();
+  if (!src.config()) return Planner(src, rules, options).Run();
+  MOEPACK_ASSIGN_OR_RETURN(RuleSet bound, rules.Bind(*src.config()));
+  return Planner(src, std::move(bound), options).Run();
 }
 
 }  // namespace moepack

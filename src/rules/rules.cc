@@ -146,6 +146,11 @@ struct RuleSet::Compiled {
   std::vector<std::vector<NameTemplate>> sources;  // per fusion
   std::vector<NameTemplate> targets;               // per fusion
   std::vector<NameTemplate> transposes;            // per transpose rule
+  struct Chunk {
+    NameTemplate source;
+    std::vector<NameTemplate> targets;
+  };
+  std::vector<Chunk> chunks;  // per chunk rule
   // Source templates cut after "{expert}.", each with its first fusion.
   std::vector<std::pair<NameTemplate, int>> expert_roots;
 };
@@ -168,6 +173,7 @@ class RuleSet::Parser {
     for (size_t i = 0; i < fusions_.size(); ++i) MOEPACK_RETURN_IF_ERROR(Fusion(i));
     MOEPACK_RETURN_IF_ERROR(ScalePairs());
     MOEPACK_RETURN_IF_ERROR(Transposes());
+    MOEPACK_RETURN_IF_ERROR(Chunks());
     MOEPACK_RETURN_IF_ERROR(Whole());
     rs_.compiled_ = std::move(compiled_);
     return std::move(rs_);
@@ -181,11 +187,21 @@ class RuleSet::Parser {
   }
 
   Status Top() {
-    MOEPACK_RETURN_IF_ERROR(top_.CheckKeys({"family", "description", "model_types", "architectures", "num_experts",
-                                            "expert_groups", "dims", "renames", "fusions", "transposes"}));
+    MOEPACK_RETURN_IF_ERROR(top_.CheckKeys({"family", "description", "hub_layout", "model_types", "architectures",
+                                            "num_experts", "expert_groups", "dims", "renames", "fusions",
+                                            "transposes", "chunks"}));
     MOEPACK_ASSIGN_OR_RETURN(rs_.family_, top_.String("family", true));
     if (rs_.family_.empty()) return top_.Error("family", "must not be empty");
-    MOEPACK_RETURN_IF_ERROR(top_.String("description", false).status());
+    MOEPACK_ASSIGN_OR_RETURN(rs_.description_, top_.String("description", false));
+    MOEPACK_ASSIGN_OR_RETURN(std::string hub_layout, top_.String("hub_layout", false));
+    if (!hub_layout.empty()) {
+      auto l = ParseLayout(hub_layout);
+      if (!l || *l == MoeLayout::kStacked || *l == MoeLayout::kDense || *l == MoeLayout::kMixed) {
+        return top_.Error("hub_layout", "unknown layout '" + hub_layout +
+                                            "' (per-expert, fused, fused-transposed or fused-interleaved)");
+      }
+      rs_.hub_layout_ = *l;
+    }
     MOEPACK_ASSIGN_OR_RETURN(rs_.model_types_, top_.Strings("model_types", false));
     MOEPACK_ASSIGN_OR_RETURN(rs_.architectures_, top_.Strings("architectures", false));
     MOEPACK_ASSIGN_OR_RETURN(rs_.num_experts_, top_.Strings("num_experts", false));
@@ -267,8 +283,8 @@ class RuleSet::Parser {
     }
     if (r.j().contains("tp_dim")) {
       const json& d = r.j()["tp_dim"];
-      if (!d.is_number_integer() || (d.get<int64_t>() != 1 && d.get<int64_t>() != 2)) {
-        return r.Error("tp_dim", "expected 1 or 2 (a dim of the 3-D fused tensor)");
+      if (!d.is_number_integer() || d.get<int64_t>() < 0 || d.get<int64_t>() > 2) {
+        return r.Error("tp_dim", "expected 1 or 2 (a dim of the fused tensor), or 0 (every rank gets it whole)");
       }
       if (*role == ExpertRole::kNone) return r.Error("tp_dim", "needs a role");
       *tp_dim = static_cast<int>(d.get<int64_t>());
@@ -278,8 +294,9 @@ class RuleSet::Parser {
 
   Status Fusion(size_t i) {
     Reader r0(fusions_[i], RulePath("fusions", i, NameOf(fusions_[i])), what_);
-    MOEPACK_RETURN_IF_ERROR(r0.CheckKeys(
-        {"name", "target", "sources", "concat_dim", "transpose", "scale_of", "source_shape", "role", "tp_dim"}));
+    MOEPACK_RETURN_IF_ERROR(r0.CheckKeys({"name", "target", "sources", "concat_dim", "transpose", "interleave",
+                                          "scale_of", "source_shape", "role", "tp_dim", "expert_count",
+                                          "expert_first"}));
     FusionRule f;
     MOEPACK_ASSIGN_OR_RETURN(f.name, r0.String("name", true));
     Reader r(fusions_[i], RulePath("fusions", i, f.name), what_);
@@ -288,6 +305,11 @@ class RuleSet::Parser {
     MOEPACK_ASSIGN_OR_RETURN(f.sources, r.Strings("sources", true));
     MOEPACK_ASSIGN_OR_RETURN(f.scale_of, r.String("scale_of", false));
     MOEPACK_ASSIGN_OR_RETURN(f.source_shape, r.Strings("source_shape", false));
+    MOEPACK_ASSIGN_OR_RETURN(f.expert_count, r.Strings("expert_count", false));
+    MOEPACK_ASSIGN_OR_RETURN(f.expert_first, r.Strings("expert_first", false));
+    if (!f.expert_first.empty() && f.expert_count.empty()) {
+      return r.Error("expert_first", "needs expert_count: a share of an expert list has a size");
+    }
     MOEPACK_RETURN_IF_ERROR(Role(r, &f.role, &f.tp_dim));
     if (f.sources.empty()) return r.Error("sources", "must list at least one source");
     MOEPACK_RETURN_IF_ERROR(Form(r, fusions_[i], f));
@@ -303,7 +325,15 @@ class RuleSet::Parser {
       if (t->has_prefix() != target->has_prefix()) {
         return r.Error("sources", "\"" + s + "\" and the target must both use {prefix} or neither");
       }
-      if (!sources_.insert(s).second) return r.Error("sources", "\"" + s + "\" is a source of two fusions");
+      if (auto [it, fresh] = sources_.emplace(s, rs_.fusions_.size()); !fresh) {
+        // One expert list may feed several fusions, each taking its share.
+        const bool same_fusion = it->second == rs_.fusions_.size();
+        if (same_fusion || f.expert_count.empty() || rs_.fusions_[it->second].expert_count.empty() ||
+            rs_.fusions_[it->second].sources != f.sources) {
+          return r.Error("sources", "\"" + s + "\" is a source of two fusions (unless both take a share of one "
+                                    "expert list: the same sources, each with expert_count)");
+        }
+      }
       srcs.push_back(std::move(t).value());
     }
     AddExpertRoots(f);
@@ -326,6 +356,11 @@ class RuleSet::Parser {
       if (!fj["transpose"].is_boolean()) return r.Error("transpose", "expected true or false");
       f.transpose = fj["transpose"].get<bool>();
     }
+    if (fj.contains("interleave")) {
+      if (!fj["interleave"].is_boolean()) return r.Error("interleave", "expected true or false");
+      f.interleave = fj["interleave"].get<bool>();
+      if (f.interleave && f.sources.size() < 2) return r.Error("interleave", "needs two or more sources");
+    }
     if (f.concat_dim < 1) return r.Error("concat_dim", "must be >= 1 (dim 0 stacks the experts)");
     MOEPACK_RETURN_IF_ERROR(CheckShapeExpr(r, "source_shape", f.source_shape, symbols_));
     if (!f.source_shape.empty() && f.transpose && f.source_shape.size() != 2) {
@@ -334,8 +369,8 @@ class RuleSet::Parser {
     if (!f.source_shape.empty() && static_cast<size_t>(f.concat_dim) > f.source_shape.size()) {
       return r.Error("concat_dim", "is past the last dim of source_shape");
     }
-    if (f.transpose && f.sources.size() > 1 && f.concat_dim != 1) {
-      return r.Error("concat_dim", "a transposing fusion of several sources must concatenate along dim 1");
+    if (f.transpose && f.concat_dim > 2) {
+      return r.Error("concat_dim", "a transposing fusion makes [E, a, b]: it joins along dim 1 or 2");
     }
     return Status::OK();
   }
@@ -370,8 +405,10 @@ class RuleSet::Parser {
       if (w < 0 || w == static_cast<int>(i)) return r.Error("scale_of", "names no other fusion (\"" + f.scale_of + "\")");
       const FusionRule& of = rs_.fusions_[w];
       if (!of.scale_of.empty()) return r.Error("scale_of", "\"" + f.scale_of + "\" is itself a scale fusion");
-      if (of.sources.size() != f.sources.size() || of.concat_dim != f.concat_dim || of.transpose != f.transpose) {
-        return r.Error("scale_of", "scales must be fused like their weights (same source count, concat_dim, transpose)");
+      if (of.sources.size() != f.sources.size() || of.concat_dim != f.concat_dim || of.transpose != f.transpose ||
+          of.interleave != f.interleave || of.expert_count != f.expert_count || of.expert_first != f.expert_first) {
+        return r.Error("scale_of", "scales must be fused like their weights (same source count, concat_dim, "
+                                   "transpose, interleave, expert share)");
       }
       if (rs_.scales_of_[w] >= 0) return r.Error("scale_of", "\"" + f.scale_of + "\" already has scales");
       if (f.role != ExpertRole::kNone && (f.role != of.role || f.tp_dim != of.tp_dim)) {
@@ -403,12 +440,17 @@ class RuleSet::Parser {
       if (targets_.count(t.pattern) || sources_.count(t.pattern)) {
         return r.Error("pattern", "\"" + t.pattern + "\" is also a fusion name");
       }
-      if (t.hub_shape.size() != 3 || t.v5_shape.size() != 3) {
-        return r.Error("hub_shape", "transposed tensors are 3-D [E, a, b]");
+      if (!names_.insert(t.pattern).second) return r.Error("pattern", "\"" + t.pattern + "\" is named by two rules");
+      const size_t rank = t.hub_shape.size();
+      if ((rank != 2 && rank != 3) || t.v5_shape.size() != rank) {
+        return r.Error("hub_shape", "transposed tensors are 3-D [E, a, b] or 2-D [a, b], the same in both layouts");
       }
-      if (t.hub_shape[0] != "E" || t.v5_shape[0] != "E" || t.hub_shape[1] != t.v5_shape[2] ||
-          t.hub_shape[2] != t.v5_shape[1]) {
-        return r.Error("v5_shape", "must be hub_shape with its last two dims swapped, both starting with E");
+      if ((rank == 3 && (t.hub_shape[0] != "E" || t.v5_shape[0] != "E")) || t.hub_shape[rank - 2] != t.v5_shape[rank - 1] ||
+          t.hub_shape[rank - 1] != t.v5_shape[rank - 2]) {
+        return r.Error("v5_shape", "must be hub_shape with its last two dims swapped (3-D: both starting with E)");
+      }
+      if (rank == 2 && t.role != ExpertRole::kNone) {
+        return r.Error("role", "a 2-D transpose is no fused expert tensor and has no role");
       }
       for (const auto& shape : {t.hub_shape, t.v5_shape}) {
         MOEPACK_RETURN_IF_ERROR(CheckShapeExpr(r, "hub_shape", shape, symbols_));
@@ -419,11 +461,56 @@ class RuleSet::Parser {
     return Status::OK();
   }
 
+  Status Chunks() {
+    MOEPACK_ASSIGN_OR_RETURN(auto chunks, List("chunks"));
+    for (size_t i = 0; i < chunks.size(); ++i) {
+      Reader r0(chunks[i], RulePath("chunks", i, NameOf(chunks[i])), what_);
+      MOEPACK_RETURN_IF_ERROR(r0.CheckKeys({"name", "source", "targets", "dim"}));
+      ChunkRule c;
+      MOEPACK_ASSIGN_OR_RETURN(c.name, r0.String("name", true));
+      Reader r(chunks[i], RulePath("chunks", i, c.name), what_);
+      MOEPACK_ASSIGN_OR_RETURN(c.source, r.String("source", true));
+      MOEPACK_ASSIGN_OR_RETURN(c.targets, r.Strings("targets", true));
+      if (c.targets.size() < 2) return r.Error("targets", "must list at least two parts");
+      if (chunks[i].contains("dim")) {
+        const json& d = chunks[i]["dim"];
+        if (!d.is_number_unsigned() || d.get<uint64_t>() > 64) return r.Error("dim", "expected an integer in [0, 64]");
+        c.dim = static_cast<int>(d.get<uint64_t>());
+      }
+      Compiled::Chunk compiled;
+      auto source = NameTemplate::Parse(c.source);
+      if (!source.ok()) return r.Error("source", source.status().message());
+      if (source->has_expert()) return r.Error("source", "must not contain {expert}");
+      compiled.source = std::move(source).value();
+      for (const std::string& text : c.targets) {
+        auto t = NameTemplate::Parse(text);
+        if (!t.ok()) return r.Error("targets", t.status().message());
+        if (t->has_expert()) return r.Error("targets", "must not contain {expert}");
+        if (t->has_prefix() != compiled.source.has_prefix()) {
+          return r.Error("targets", "\"" + text + "\" and the source must both use {prefix} or neither");
+        }
+        compiled.targets.push_back(std::move(t).value());
+      }
+      std::vector<std::string> names = c.targets;
+      names.push_back(c.source);
+      for (const std::string& name : names) {
+        if (targets_.count(name) || sources_.count(name) || !names_.insert(name).second) {
+          return r.Error("targets", "\"" + name + "\" is named by another rule");
+        }
+      }
+      compiled_->chunks.push_back(std::move(compiled));
+      rs_.chunks_.push_back(std::move(c));
+    }
+    return Status::OK();
+  }
+
   Status Whole() const {
-    if (rs_.fusions_.empty() && rs_.transposes_.empty() && rs_.renames_.empty()) {
+    if (rs_.fusions_.empty() && rs_.transposes_.empty() && rs_.renames_.empty() && rs_.chunks_.empty()) {
       return top_.Error("", "no renames, fusions or transposes: nothing to convert");
     }
-    if (!rs_.fusions_.empty() && rs_.num_experts_.empty() && rs_.groups_.empty()) {
+    bool every_fusion_counts = !rs_.fusions_.empty();
+    for (const FusionRule& f : rs_.fusions_) every_fusion_counts = every_fusion_counts && !f.expert_count.empty();
+    if (!rs_.fusions_.empty() && rs_.num_experts_.empty() && rs_.groups_.empty() && !every_fusion_counts) {
       return top_.Error("num_experts", "fusions need the config field that gives the expert count");
     }
     return Status::OK();
@@ -434,7 +521,8 @@ class RuleSet::Parser {
   const Reader top_;
   RuleSet rs_;
   std::shared_ptr<Compiled> compiled_ = std::make_shared<Compiled>();
-  std::set<std::string> symbols_, fusion_names_, targets_, sources_;
+  std::set<std::string> symbols_, fusion_names_, targets_, names_;
+  std::map<std::string, size_t> sources_;  // source template -> its first fusion
   std::vector<json> fusions_;
 };
 
@@ -460,15 +548,25 @@ std::string RuleSet::Rename(std::string_view name, Direction d) const {
 }
 
 std::optional<RuleSet::SourceMatch> RuleSet::MatchSource(std::string_view name) const {
+  // Of the fusions sharing one expert list, the one whose share starts last
+  // at or before the expert takes it.
+  std::optional<SourceMatch> best;
+  int64_t best_first = -1;
   for (size_t f = 0; f < compiled_->sources.size(); ++f) {
     const auto& srcs = compiled_->sources[f];
     for (size_t k = 0; k < srcs.size(); ++k) {
-      if (auto m = srcs[k].Matches(name)) {
-        return SourceMatch{static_cast<int>(f), static_cast<int>(k), std::move(m->prefix), m->expert};
+      auto m = srcs[k].Matches(name);
+      if (!m) continue;
+      const int64_t first = expert_first_.empty() ? 0 : expert_first_[f];
+      if (m->expert >= first && first > best_first) {
+        best = SourceMatch{static_cast<int>(f), static_cast<int>(k), std::move(m->prefix), m->expert - first};
+        best_first = first;
       }
+      break;
     }
+    if (best && best->fusion == static_cast<int>(f) && fusions_[f].expert_count.empty()) return best;
   }
-  return std::nullopt;
+  return best;
 }
 
 std::optional<RuleSet::SourceMatch> RuleSet::MatchExpertLeftover(std::string_view name) const {
@@ -496,7 +594,62 @@ std::optional<RuleSet::TransposeMatch> RuleSet::MatchTranspose(std::string_view 
 }
 
 std::string RuleSet::SourceName(int fusion, int source, std::string_view prefix, int64_t expert) const {
-  return compiled_->sources[fusion][source].Render(prefix, expert);
+  return compiled_->sources[fusion][source].Render(prefix, expert + (expert_first_.empty() ? 0 : expert_first_[fusion]));
+}
+
+std::optional<RuleSet::ChunkMatch> RuleSet::MatchChunk(std::string_view name) const {
+  for (size_t c = 0; c < compiled_->chunks.size(); ++c) {
+    // The parts first: their names are the longer, more particular ones.
+    const auto& chunk = compiled_->chunks[c];
+    for (size_t k = 0; k < chunk.targets.size(); ++k) {
+      if (auto m = chunk.targets[k].Matches(name)) {
+        return ChunkMatch{static_cast<int>(c), static_cast<int>(k), std::move(m->prefix)};
+      }
+    }
+    if (auto m = chunk.source.Matches(name)) return ChunkMatch{static_cast<int>(c), -1, std::move(m->prefix)};
+  }
+  return std::nullopt;
+}
+
+std::string RuleSet::ChunkName(int rule, int part, std::string_view prefix) const {
+  const auto& chunk = compiled_->chunks[rule];
+  return (part < 0 ? chunk.source : chunk.targets[part]).Render(prefix, -1);
+}
+
+Result<RuleSet> RuleSet::Bind(const ModelConfig& config) const {
+  RuleSet bound = *this;
+  bound.expert_first_.assign(fusions_.size(), 0);
+  for (size_t f = 0; f < fusions_.size(); ++f) {
+    const auto& paths = fusions_[f].expert_first;
+    if (paths.empty()) continue;
+    std::optional<int64_t> first;
+    for (const auto& p : paths) {
+      if ((first = config.Int(p))) break;
+    }
+    if (!first || *first < 0) {
+      return Status::Corrupt("config.json: no non-negative " + paths.front() + " for where fusion \"" +
+                             fusions_[f].name + "\" starts in its expert list");
+    }
+    bound.expert_first_[f] = *first;
+  }
+  return bound;
+}
+
+std::optional<RuleSet::TargetMatch> RuleSet::MatchTargetSibling(std::string_view name) const {
+  if (MatchTarget(name)) return std::nullopt;
+  for (size_t f = 0; f < compiled_->targets.size(); ++f) {
+    auto m = compiled_->targets[f].MatchesStart(name);
+    if (!m) continue;
+    const std::string target = TargetName(static_cast<int>(f), m->prefix);
+    if (name.size() > target.size() + 1 && name[target.size()] == '_') return TargetMatch{static_cast<int>(f), m->prefix};
+  }
+  return std::nullopt;
+}
+
+std::string RuleSet::SourceLeaf(int fusion, int source) const {
+  const std::string& s = fusions_[fusion].sources[source];
+  const size_t e = s.find("{expert}");
+  return e == std::string::npos ? s : s.substr(std::min(s.size(), e + 9));
 }
 
 std::string RuleSet::HubSourceName(int fusion, int source, std::string_view prefix, int64_t expert) const {
@@ -507,7 +660,7 @@ std::string RuleSet::TargetName(int fusion, std::string_view prefix) const {
   return compiled_->targets[fusion].Render(prefix, -1);
 }
 
-Result<int64_t> RuleSet::NumExperts(const ModelConfig& config, std::string_view prefix) const {
+Result<int64_t> RuleSet::NumExperts(const ModelConfig& config, std::string_view prefix, int fusion) const {
   const std::vector<std::string>* fields = &num_experts_;
   for (const auto& g : groups_) {
     if (prefix.substr(0, g.prefix.size()) == g.prefix) {
@@ -515,10 +668,19 @@ Result<int64_t> RuleSet::NumExperts(const ModelConfig& config, std::string_view 
       break;
     }
   }
+  if (fusion >= 0 && !fusions_[fusion].expert_count.empty()) fields = &fusions_[fusion].expert_count;
   for (const auto& f : *fields) {
     if (auto v = config.Int(f)) {
       if (*v <= 0) return Status::Corrupt("config.json: " + f + " must be positive");
       return *v;
+    }
+  }
+  for (const auto& f : *fields) {
+    // Hunyuan configs may give one count per layer: which layer a name is
+    // in is not something these rules know, so say so instead of guessing.
+    if (config.Has(f) && config.Int(f + ".0")) {
+      return Status::Corrupt("config.json: " + f + " is a list (one expert count per layer); per-layer expert counts "
+                             "are not supported: '" + std::string(prefix) + "' needs a single count");
     }
   }
   std::string names;
@@ -599,6 +761,17 @@ bool RuleSet::ResolveShape(const ModelConfig& config, const std::vector<std::str
   }
   for (const auto& [field, v] : named) *given += (given->empty() ? "" : ", ") + field + "=" + std::to_string(v);
   return true;
+}
+
+bool RuleSet::NamesExperts(const std::vector<std::string>& shape) {
+  for (const std::string& e : shape) {
+    const size_t slash = e.find('/');
+    for (std::string_view t : {std::string_view(e).substr(0, slash),
+                               slash == std::string::npos ? std::string_view() : std::string_view(e).substr(slash + 1)}) {
+      if (auto term = ParseShapeTerm(t); term && term->symbol == "E") return true;
+    }
+  }
+  return false;
 }
 
 std::optional<uint64_t> RuleSet::BlockOf(const ModelConfig& config, int f, int source_dim,

@@ -6,9 +6,9 @@
 // ones coalesced). Transpose blocks (fused-transposed sources) are read as
 // the sub-matrix the rank needs: for each needed source row, the needed
 // column intervals. A window of the rank's bytes (ReadRange, the chunks of
-// ReadMany) clips the runs to it; a transpose block is read whole into the
-// window that holds its output, or through a scratch buffer when a window
-// cuts it.
+// ReadMany) clips the runs to it; a gather (a transposed block, gate and up
+// interleaved) is read whole into the window that holds its output, or
+// through a scratch buffer when a window cuts it.
 #include "moepack/loader.h"
 
 #include <algorithm>
@@ -22,6 +22,7 @@
 
 #include "moepack/checkpoint.h"
 #include "moepack/convert.h"
+#include "plan/ops/pieces.h"
 #include "plan/ops/rank_slice.h"
 #include "plan/ops/transpose_kernel.h"
 #include "util/file.h"
@@ -129,14 +130,16 @@ struct Loader::State {
   mutable std::atomic<uint64_t> read_calls{0};
 
   std::vector<Run> Runs(size_t i) const;
-  // The rank bytes [lo, hi) that block b of tensor i makes.
-  std::pair<uint64_t, uint64_t> Extent(size_t i, const TransposeBlock& b, const std::vector<Run>& runs) const;
+  // The rank bytes [lo, hi) that gather g of tensor i makes.
+  std::pair<uint64_t, uint64_t> Extent(const Gather& g, const std::vector<Run>& runs) const;
   std::vector<std::pair<uint64_t, uint64_t>> ChunksOf(size_t i, const std::vector<Run>& runs, uint64_t max) const;
   // Rank bytes [w0, w1) of tensor i into dst (which holds rank byte w0).
   Status ReadWindow(size_t i, const std::vector<Run>& runs, uint64_t w0, uint64_t w1, uint8_t* dst,
                     Reader& reader) const;
-  // Writes the rank bytes of block b to dst, which holds rank byte `base`.
-  Status ReadTransposed(size_t i, const TransposeBlock& b, uint8_t* dst, uint64_t base, const std::vector<Run>& runs,
+  // Write the rank bytes of g (of b) to dst, which holds rank byte `base`.
+  Status ReadGather(size_t i, const Gather& g, uint8_t* dst, uint64_t base, const std::vector<Run>& runs,
+                    Reader& reader) const;
+  Status ReadTransposed(size_t i, const BlockMove& b, uint8_t* dst, uint64_t base, const std::vector<Run>& runs,
                         Reader& reader) const;
   Reader MakeReader() const { return Reader(files, max_gap, bytes_read, read_calls); }
 };
@@ -174,11 +177,40 @@ std::vector<Run> Loader::State::Runs(size_t i) const {
   return runs;
 }
 
-// A TransposeBlock writes the transpose [cols, rows] of a source [rows, cols]
-// matrix at dst_offset of the full tensor. When that region is whole rows of
-// the [E*A, B] view (rows == B), the rank's part of it is a sub-matrix:
-// the needed output rows (source columns) x dim-2 (source rows).
-Status Loader::State::ReadTransposed(size_t i, const TransposeBlock& b, uint8_t* dst, uint64_t base,
+// A gather of other blocks (interleaved gate and up) is computed whole and
+// the rank's bytes kept; a transposed matrix is read as the rank needs it.
+Status Loader::State::ReadGather(size_t i, const Gather& g, uint8_t* dst, uint64_t base,
+                                 const std::vector<Run>& runs, Reader& reader) const {
+  if (g.blocks.size() == 1 && g.blocks[0].IsTranspose()) return ReadTransposed(i, g.blocks[0], dst, base, runs, reader);
+  auto at = [&](uint64_t rank_offset) { return dst + (rank_offset - base); };
+  const LoadTensor& t = tensors[i];
+  const uint64_t lo = g.dst_offset, hi = g.dst_offset + g.length;
+  bool any = t.split == Split::kWhole;
+  for (const Run& r : runs) any = any || (r.full < hi && r.full + r.len > lo);
+  if (!any) return Status::OK();
+  std::vector<uint8_t> in, region(t.split == Split::kWhole ? 0 : g.length);
+  uint8_t* out = t.split == Split::kWhole ? at(g.dst_offset) : region.data();
+  for (const BlockMove& b : g.blocks) {
+    in.resize(b.src_span());
+    MOEPACK_RETURN_IF_ERROR(reader.Add(b.src_file, b.src_offset, in.data(), in.size()));
+    MOEPACK_RETURN_IF_ERROR(reader.Flush());
+    ops::Apply(ops::Block{0, b.dst_offset - g.dst_offset, b.rows, b.cols, b.elem_bytes, b.src_row_stride,
+                          b.src_col_stride, b.dst_row_stride, b.dst_col_stride},
+               in.data(), out);
+  }
+  if (t.split == Split::kWhole) return Status::OK();
+  for (const Run& r : runs) {
+    const uint64_t s = std::max(lo, r.full), e = std::min(hi, r.full + r.len);
+    if (s < e) std::memcpy(at(r.rank + (s - r.full)), region.data() + (s - lo), e - s);
+  }
+  return Status::OK();
+}
+
+// A transposed block writes the transpose [cols, rows] of a source [rows,
+// cols] matrix at dst_offset of the full tensor. When that region is whole
+// rows of the [E*A, B] view (rows == B), the rank's part of it is a
+// sub-matrix: the needed output rows (source columns) x dim-2 (source rows).
+Status Loader::State::ReadTransposed(size_t i, const BlockMove& b, uint8_t* dst, uint64_t base,
                                      const std::vector<Run>& runs, Reader& reader) const {
   auto at = [&](uint64_t rank_offset) { return dst + (rank_offset - base); };
   const LoadTensor& t = tensors[i];
@@ -249,9 +281,8 @@ Status Loader::State::ReadTransposed(size_t i, const TransposeBlock& b, uint8_t*
   return Status::OK();
 }
 
-std::pair<uint64_t, uint64_t> Loader::State::Extent(size_t, const TransposeBlock& b,
-                                                    const std::vector<Run>& runs) const {
-  const uint64_t lo = b.dst_offset, hi = b.dst_offset + b.rows * b.cols * b.elem_bytes;
+std::pair<uint64_t, uint64_t> Loader::State::Extent(const Gather& g, const std::vector<Run>& runs) const {
+  const uint64_t lo = g.dst_offset, hi = g.dst_offset + g.length;
   auto it = std::upper_bound(runs.begin(), runs.end(), lo, [](uint64_t v, const Run& r) { return v < r.full + r.len; });
   std::pair<uint64_t, uint64_t> ext{0, 0};
   bool any = false;
@@ -268,9 +299,9 @@ std::vector<std::pair<uint64_t, uint64_t>> Loader::State::ChunksOf(size_t i, con
                                                                    uint64_t max) const {
   const uint64_t n = tensors[i].nbytes;
   max = std::max<uint64_t>(1, max);
-  std::vector<std::pair<uint64_t, uint64_t>> blocks;  // rank extents of the transposes, never cut
-  for (const TransposeBlock& b : plan.tensors[plan_index[i]].transposes) {
-    auto e = Extent(i, b, runs);
+  std::vector<std::pair<uint64_t, uint64_t>> blocks;  // rank extents of the gathers, never cut
+  for (const Gather& g : plan.tensors[plan_index[i]].gathers) {
+    auto e = Extent(g, runs);
     if (e.first < e.second) blocks.push_back(e);
   }
   std::sort(blocks.begin(), blocks.end());
@@ -318,15 +349,15 @@ Status Loader::State::ReadWindow(size_t i, const std::vector<Run>& runs, uint64_
     }
   }
   MOEPACK_RETURN_IF_ERROR(reader.Flush());
-  for (const TransposeBlock& b : pt.transposes) {
-    const auto [lo, hi] = Extent(i, b, runs);
+  for (const Gather& g : pt.gathers) {
+    const auto [lo, hi] = Extent(g, runs);
     if (lo >= hi || hi <= w0 || lo >= w1) continue;
     if (lo >= w0 && hi <= w1) {
-      MOEPACK_RETURN_IF_ERROR(ReadTransposed(i, b, dst, w0, runs, reader));
+      MOEPACK_RETURN_IF_ERROR(ReadGather(i, g, dst, w0, runs, reader));
       continue;
     }
-    std::vector<uint8_t> part(hi - lo);  // the window cuts the block
-    MOEPACK_RETURN_IF_ERROR(ReadTransposed(i, b, part.data(), lo, runs, reader));
+    std::vector<uint8_t> part(hi - lo);  // the window cuts the gather
+    MOEPACK_RETURN_IF_ERROR(ReadGather(i, g, part.data(), lo, runs, reader));
     const uint64_t s = std::max(lo, w0), e = std::min(hi, w1);
     std::memcpy(dst + (s - w0), part.data() + (s - lo), e - s);
   }
@@ -450,7 +481,9 @@ class Loader::Opener {
       auto& f = first[k];
       f = {std::numeric_limits<uint32_t>::max(), 0};
       for (const CopyRange& c : pts[k].copies) f = std::min(f, std::make_pair(c.src_file, c.src_offset));
-      for (const TransposeBlock& b : pts[k].transposes) f = std::min(f, std::make_pair(b.src_file, b.src_offset));
+      for (const Gather& g : pts[k].gathers) {
+        for (const BlockMove& b : g.blocks) f = std::min(f, std::make_pair(b.src_file, b.src_offset));
+      }
     }
     s_->plan_index.resize(pts.size());
     std::iota(s_->plan_index.begin(), s_->plan_index.end(), 0u);
@@ -600,7 +633,7 @@ Status Loader::ReadMany(const std::vector<ReadRequest>& requests, const ReadOpti
   for (size_t r = 0; r < requests.size(); ++r) {
     const size_t i = requests[r].index;
     if (!requests[r].size) continue;
-    const auto chunks = s_->plan.tensors[s_->plan_index[i]].transposes.empty()
+    const auto chunks = s_->plan.tensors[s_->plan_index[i]].gathers.empty()
                             ? s_->ChunksOf(i, {}, options.chunk_bytes)
                             : s_->ChunksOf(i, runs_of(r), options.chunk_bytes);
     lazy[r].left = chunks.size();

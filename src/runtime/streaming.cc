@@ -3,6 +3,7 @@
 #include <cstring>
 #include <map>
 
+#include "plan/ops/chunk_op.h"
 #include "plan/ops/fusion_op.h"
 #include "plan/ops/scales.h"
 #include "plan/ops/transpose_op.h"
@@ -42,16 +43,28 @@ struct StreamingConverter::State {
   };
   std::map<std::pair<int, std::string>, Pending> pending;
   ops::FusedTensors finished;
+  // Chunk parts joined back into the Hub's one tensor (to per-expert).
+  struct PendingChunk {
+    ops::ChunkOp op;
+    std::string first;
+    std::vector<uint8_t> arrived;
+    uint64_t count = 0;
+    OwnedTensor out;
+  };
+  std::map<std::pair<int, std::string>, PendingChunk> chunks;
 
   std::string Label(int fusion, const std::string& prefix) const { return rules.TargetName(fusion, prefix); }
-  std::string SourceLabel(int fusion, int k) const {
-    const std::string& s = rules.fusions()[fusion].sources[k];
-    return s.substr(s.find("{expert}") + 9);
-  }
+  std::string SourceLabel(int fusion, int k) const { return rules.SourceLeaf(fusion, k); }
   Result<std::vector<OwnedTensor>> Fuse(const RuleSet::SourceMatch& m, const std::string& name, const TensorView& t);
   Result<std::vector<OwnedTensor>> Split(const RuleSet::TargetMatch& m, const std::string& name, const TensorView& t);
   Result<std::vector<OwnedTensor>> TransposeWhole(const RuleSet::TransposeMatch& m, const std::string& name,
                                                   const TensorView& t);
+  Result<std::vector<OwnedTensor>> ChunkSplit(const RuleSet::ChunkMatch& m, const std::string& name,
+                                              const TensorView& t);
+  Result<std::vector<OwnedTensor>> ChunkJoin(const RuleSet::ChunkMatch& m, const std::string& name,
+                                             const TensorView& t);
+  // The name in v5's vocabulary, whichever layout the tensor arrives in.
+  std::string V5(std::string_view name) const { return rules.Rename(name, Direction::kToFused); }
 };
 
 StreamingConverter::StreamingConverter(std::unique_ptr<State> s) : s_(std::move(s)) {}
@@ -61,24 +74,33 @@ StreamingConverter::~StreamingConverter() = default;
 
 Result<StreamingConverter> StreamingConverter::Create(RuleSet rules, ModelConfig config, Direction direction,
                                                       SourceLayout source_layout) {
-  auto s = std::make_unique<State>(State{std::move(rules), std::move(config), direction, source_layout, {}, {}});
+  MOEPACK_ASSIGN_OR_RETURN(RuleSet bound, rules.Bind(config));
+  auto s = std::make_unique<State>(State{std::move(bound), std::move(config), direction, source_layout, {}, {}, {}});
   return StreamingConverter(std::move(s));
 }
 
 bool StreamingConverter::CanHandle(std::string_view name) const {
-  const std::string n = s_->rules.Rename(name, Direction::kToFused);
+  const std::string n = s_->V5(name);
+  const RuleSet& r = s_->rules;
+  if (r.MatchTranspose(n)) return true;
   if (s_->direction == Direction::kToFused) {
     // Leftovers are "handled" so that Convert can refuse them.
-    return s_->rules.MatchSource(n) || s_->rules.MatchExpertLeftover(n) || s_->rules.MatchTranspose(n);
+    auto c = r.MatchChunk(n);
+    return r.MatchSource(n) || r.MatchExpertLeftover(n) || (c && c->part < 0);
   }
-  return s_->rules.MatchTarget(n) || s_->rules.MatchTranspose(n);
+  // So are fused tensors in a form the rules cannot cut.
+  auto c = r.MatchChunk(n);
+  return r.MatchTarget(n) || r.MatchTargetSibling(n) || (c && c->part >= 0);
 }
 
-std::string StreamingConverter::Rename(std::string_view name) const { return s_->rules.Rename(name, s_->direction); }
+std::string StreamingConverter::Rename(std::string_view name) const {
+  return s_->rules.Rename(s_->V5(name), s_->direction);
+}
 
 uint64_t StreamingConverter::pending_bytes() const {
   uint64_t n = 0;
   for (const auto& [k, p] : s_->pending) n += p.out.nbytes;
+  for (const auto& [k, p] : s_->chunks) n += p.out.nbytes;
   return n;
 }
 
@@ -89,18 +111,26 @@ Result<std::vector<OwnedTensor>> StreamingConverter::Convert(std::string_view na
     return Status::InvalidArgument("'" + std::string(name) + "': " + std::to_string(t.nbytes) + " bytes do not match " +
                                    std::string(DTypeName(t.dtype)) + " " + internal::ShapeString(t.shape));
   }
-  const std::string n = s_->rules.Rename(name, Direction::kToFused);
+  const std::string n = s_->V5(name);
+  const RuleSet& r = s_->rules;
   if (s_->direction == Direction::kToFused) {
-    if (auto m = s_->rules.MatchSource(n)) return s_->Fuse(*m, std::string(name), t);
-    if (auto m = s_->rules.MatchExpertLeftover(n)) {
+    if (auto m = r.MatchSource(n)) return s_->Fuse(*m, std::string(name), t);
+    if (auto m = r.MatchExpertLeftover(n)) {
       return Status::Corrupt("'" + std::string(name) + "' belongs to expert " + std::to_string(m->expert) +
-                             " but no fusion of the " + s_->rules.family() +
+                             " but no fusion of the " + r.family() +
                              " rules takes it; it cannot stay per-expert beside fused experts");
     }
-  } else if (auto m = s_->rules.MatchTarget(n)) {
-    return s_->Split(*m, std::string(name), t);
+    if (auto m = r.MatchChunk(n); m && m->part < 0) return s_->ChunkSplit(*m, std::string(name), t);
+  } else {
+    if (auto m = r.MatchTarget(n)) return s_->Split(*m, std::string(name), t);
+    if (auto m = r.MatchChunk(n); m && m->part >= 0) return s_->ChunkJoin(*m, std::string(name), t);
+    if (auto m = r.MatchTargetSibling(n)) {
+      return Status::InvalidArgument("'" + std::string(name) + "' is another form of the fused tensor '" +
+                                     r.TargetName(m->fusion, m->prefix) + "' that the " + r.family() +
+                                     " rules cannot cut into experts");
+    }
   }
-  if (auto m = s_->rules.MatchTranspose(n)) return s_->TransposeWhole(*m, std::string(name), t);
+  if (auto m = r.MatchTranspose(n)) return s_->TransposeWhole(*m, std::string(name), t);
   return Status::InvalidArgument("'" + std::string(name) + "' is not converted by the " + s_->rules.family() +
                                  " rules (check CanHandle first)");
 }
@@ -116,7 +146,7 @@ Result<std::vector<OwnedTensor>> StreamingConverter::State::Fuse(const RuleSet::
                              SourceLabel(m.fusion, m.source) + " arrived after the fused tensor was complete ('" +
                              name + "')");
     }
-    MOEPACK_ASSIGN_OR_RETURN(int64_t E, rules.NumExperts(config, m.prefix));
+    MOEPACK_ASSIGN_OR_RETURN(int64_t E, rules.NumExperts(config, m.prefix, m.fusion));
     MOEPACK_ASSIGN_OR_RETURN(ops::FusionOp op, ops::FuseOf(rules, config, m.fusion, m.prefix, static_cast<uint64_t>(E),
                                                            t.dtype, t.shape, "'" + name + "'"));
     Pending p{m.fusion, std::move(op), "expert " + std::to_string(m.expert) + " " + SourceLabel(m.fusion, m.source),
@@ -157,7 +187,7 @@ Result<std::vector<OwnedTensor>> StreamingConverter::State::Fuse(const RuleSet::
 
 Result<std::vector<OwnedTensor>> StreamingConverter::State::Split(const RuleSet::TargetMatch& m,
                                                                   const std::string& name, const TensorView& t) {
-  MOEPACK_ASSIGN_OR_RETURN(int64_t E, rules.NumExperts(config, m.prefix));
+  MOEPACK_ASSIGN_OR_RETURN(int64_t E, rules.NumExperts(config, m.prefix, m.fusion));
   MOEPACK_ASSIGN_OR_RETURN(ops::FusionOp op, ops::CutOf(rules, config, m.fusion, m.prefix, static_cast<uint64_t>(E),
                                                         t.dtype, t.shape, "'" + name + "'"));
   finished[{m.fusion, m.prefix}] = t.dtype;
@@ -184,7 +214,7 @@ Result<std::vector<OwnedTensor>> StreamingConverter::State::TransposeWhole(const
                            ops::TransposeOp::Make(rules, m.rule, config, m.prefix, name, t.dtype, t.shape, layout,
                                                   ops::TargetOrientation(direction)));
   OwnedTensor o;
-  o.name = rules.Rename(name, direction);
+  o.name = rules.Rename(V5(name), direction);
   o.dtype = t.dtype;
   o.shape = op.output_shape();
   o.nbytes = t.nbytes;
@@ -199,6 +229,54 @@ Result<std::vector<OwnedTensor>> StreamingConverter::State::TransposeWhole(const
   return out;
 }
 
+Result<std::vector<OwnedTensor>> StreamingConverter::State::ChunkSplit(const RuleSet::ChunkMatch& m,
+                                                                       const std::string& name, const TensorView& t) {
+  const ChunkRule& c = rules.chunks()[m.rule];
+  auto op = ops::ChunkOp::FromWhole(c, t.dtype, t.shape);
+  if (!op.ok()) return op.status().WithPrefix("'" + name + "'");
+  std::vector<OwnedTensor> out;
+  for (uint64_t k = 0; k < op->parts(); ++k) {
+    OwnedTensor o;
+    o.name = rules.ChunkName(m.rule, static_cast<int>(k), m.prefix);
+    o.dtype = t.dtype;
+    o.shape = op->part_shape();
+    o.nbytes = op->part_bytes();
+    o.data = Allocate(o.nbytes);
+    ops::Apply(op->PartInWhole(k).Inverse(), t.data, o.data.get());
+    out.push_back(std::move(o));
+  }
+  return out;
+}
+
+Result<std::vector<OwnedTensor>> StreamingConverter::State::ChunkJoin(const RuleSet::ChunkMatch& m,
+                                                                      const std::string& name, const TensorView& t) {
+  const ChunkRule& c = rules.chunks()[m.rule];
+  auto key = std::make_pair(m.rule, m.prefix);
+  auto it = chunks.find(key);
+  if (it == chunks.end()) {
+    auto op = ops::ChunkOp::FromPart(c, t.dtype, t.shape);
+    if (!op.ok()) return op.status().WithPrefix("'" + name + "'");
+    PendingChunk p{std::move(op).value(), "'" + name + "'", std::vector<uint8_t>(c.targets.size(), 0), 0, {}};
+    p.out.name = rules.Rename(rules.ChunkName(m.rule, -1, m.prefix), Direction::kToPerExpert);
+    p.out.dtype = t.dtype;
+    p.out.shape = p.op.whole_shape();
+    p.out.nbytes = p.op.whole_bytes();
+    it = chunks.emplace(key, std::move(p)).first;
+  }
+  PendingChunk& p = it->second;
+  MOEPACK_RETURN_IF_ERROR(p.op.CheckPart(t.dtype, t.shape, "'" + name + "'", p.first));
+  if (p.arrived[m.part]) return Status::Corrupt("'" + name + "' arrived twice (chunk \"" + c.name + "\")");
+  if (!p.out.data) p.out.data = Allocate(p.out.nbytes);
+  ops::Apply(p.op.PartInWhole(static_cast<uint64_t>(m.part)), t.data, p.out.data.get());
+  p.arrived[m.part] = 1;
+  std::vector<OwnedTensor> done;
+  if (++p.count == p.op.parts()) {
+    done.push_back(std::move(p.out));
+    chunks.erase(it);
+  }
+  return done;
+}
+
 Result<std::vector<OwnedTensor>> StreamingConverter::Finalize() {
   std::string problems;
   for (const auto& [key, p] : s_->pending) {
@@ -208,6 +286,10 @@ Result<std::vector<OwnedTensor>> StreamingConverter::Finalize() {
       line += " " + s_->SourceLabel(p.fusion, static_cast<int>(k)) + " arrived for experts " + Arrived(p.arrived, K, k) + ";";
     }
     problems += (problems.empty() ? "" : " ") + line;
+  }
+  for (const auto& [key, p] : s_->chunks) {
+    problems += (problems.empty() ? "" : " ") + p.out.name + " incomplete: " + std::to_string(p.count) + " of " +
+                std::to_string(p.op.parts()) + " parts arrived;";
   }
   if (problems.empty()) {
     for (const std::string& p : ops::ScaleProblems(s_->rules, s_->finished)) problems += p + ". ";

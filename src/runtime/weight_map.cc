@@ -3,7 +3,11 @@
 namespace moepack {
 
 Result<std::map<std::string, std::string>> FusedWeightMap(const std::map<std::string, std::string>& weight_map,
-                                                          const RuleSet& rules) {
+                                                          const RuleSet& unbound, const ModelConfig* config) {
+  RuleSet rules = unbound;
+  if (config) {
+    MOEPACK_ASSIGN_OR_RETURN(rules, unbound.Bind(*config));
+  }
   std::map<std::string, std::string> out;
   std::map<std::string, std::pair<std::pair<int64_t, int>, std::string>> lowest;  // fused -> ((expert, source), file)
   for (const auto& [name, file] : weight_map) {

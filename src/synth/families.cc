@@ -3,14 +3,23 @@
 namespace moepack::synth {
 namespace {
 
+// Shared experts as each lineage names and sizes them.
+constexpr Shared kNoShared = {};
+// Qwen: shared_expert.* with its own width and a sigmoid gate [1, H].
+constexpr Shared kQwenShared = {.hub = "shared_expert",
+                                .width = SharedWidth::kField,
+                                .width_field = "shared_expert_intermediate_size",
+                                .gate = true};
+// DeepSeek: shared_experts.*, the expert width times the count.
+constexpr Shared SharedExperts(std::string_view count_field) {
+  return {.hub = "shared_experts", .width = SharedWidth::kTimesCount, .count_field = count_field};
+}
+// Hunyuan v1: shared_mlp.*, the expert width.
+constexpr Shared kHunyuanShared = {.hub = "shared_mlp", .width = SharedWidth::kExpert};
+
 // Shorthand for the usual single stack under "model.".
 std::vector<Stack> OneStack(Shared shared) {
-  return {Stack{.prefix = "model.",
-                .embed = "embed_tokens.weight",
-                .head = "lm_head.weight",
-                .config_path = "",
-                .model_type = "",
-                .shared = shared}};
+  return {Stack{.prefix = "model.", .embed = "embed_tokens.weight", .head = "lm_head.weight", .shared = shared}};
 }
 
 std::vector<Stack> LanguageModelStack(std::string_view text_model_type, Shared shared) {
@@ -22,8 +31,9 @@ std::vector<Stack> LanguageModelStack(std::string_view text_model_type, Shared s
                 .shared = shared}};
 }
 
-std::vector<Family> MakeFamilies() {
-  std::vector<Family> f;
+// The existing families, then the ones v5's conversion_mapping adds
+// (docs/models.md, "More families").
+void AddFirstFamilies(std::vector<Family>& f) {
   f.push_back({.model_type = "qwen2_moe",
                .architecture = "Qwen2MoeForCausalLM",
                .experts_field = "num_experts",
@@ -36,7 +46,7 @@ std::vector<Family> MakeFamilies() {
                .attn_bias = AttnBias::kQkv,
                .extra_config = R"({"decoder_sparse_step":1,"mlp_only_layers":[],"norm_topk_prob":false,
                                    "use_sliding_window":false})",
-               .stacks = OneStack(Shared::kQwen)});
+               .stacks = OneStack(kQwenShared)});
   f.push_back({.model_type = "qwen3_moe",
                .architecture = "Qwen3MoeForCausalLM",
                .experts_field = "num_experts",
@@ -49,7 +59,7 @@ std::vector<Family> MakeFamilies() {
                .qk_norm = QkNorm::kPerHead,
                .extra_config = R"({"decoder_sparse_step":1,"mlp_only_layers":[],"norm_topk_prob":true,
                                    "attention_bias":false})",
-               .stacks = OneStack(Shared::kNone)});
+               .stacks = OneStack(kNoShared)});
   f.push_back({.model_type = "qwen3_next",
                .architecture = "Qwen3NextForCausalLM",
                .experts_field = "num_experts",
@@ -63,7 +73,7 @@ std::vector<Family> MakeFamilies() {
                .qk_norm = QkNorm::kPerHead,
                .extra_config = R"({"decoder_sparse_step":1,"mlp_only_layers":[],"norm_topk_prob":true,
                                    "attention_bias":false,"partial_rotary_factor":0.25})",
-               .stacks = OneStack(Shared::kQwen)});
+               .stacks = OneStack(kQwenShared)});
   f.push_back({.model_type = "olmoe",
                .architecture = "OlmoeForCausalLM",
                .experts_field = "num_experts",
@@ -74,7 +84,7 @@ std::vector<Family> MakeFamilies() {
                .fused_router_leaf = "gate.weight",
                .qk_norm = QkNorm::kFullWidth,
                .extra_config = R"({"clip_qkv":null,"norm_topk_prob":false,"attention_bias":false})",
-               .stacks = OneStack(Shared::kNone)});
+               .stacks = OneStack(kNoShared)});
   f.push_back({.model_type = "deepseek_v2",
                .architecture = "DeepseekV2ForCausalLM",
                .experts_field = "n_routed_experts",
@@ -86,11 +96,11 @@ std::vector<Family> MakeFamilies() {
                .fused_router_leaf = "gate.weight",
                .grouped_routing = true,
                .attention = Attention::kMla,
-               .dense_first_layers = true,
+               .dense_layers = DenseLayers::kFirstK,
                .extra_config = R"({"topk_method":"group_limited_greedy","scoring_func":"softmax",
                                    "routed_scaling_factor":16.0,"moe_layer_freq":1,"norm_topk_prob":false,
                                    "attention_bias":false})",
-               .stacks = OneStack(Shared::kDeepseek)});
+               .stacks = OneStack(SharedExperts("n_shared_experts"))});
   f.push_back({.model_type = "deepseek_v3",
                .architecture = "DeepseekV3ForCausalLM",
                .experts_field = "n_routed_experts",
@@ -100,13 +110,13 @@ std::vector<Family> MakeFamilies() {
                .hub_block = "mlp",
                .router_leaf = "gate.weight",
                .fused_router_leaf = "gate.weight",
-               .correction_bias = true,
+               .bias_leaf = "gate.e_score_correction_bias",
                .grouped_routing = true,
                .attention = Attention::kMla,
-               .dense_first_layers = true,
+               .dense_layers = DenseLayers::kFirstK,
                .extra_config = R"({"topk_method":"noaux_tc","scoring_func":"sigmoid","routed_scaling_factor":2.5,
                                    "moe_layer_freq":1,"norm_topk_prob":true,"attention_bias":false})",
-               .stacks = OneStack(Shared::kDeepseek)});
+               .stacks = OneStack(SharedExperts("n_shared_experts"))});
   f.push_back({.model_type = "glm4_moe",
                .architecture = "Glm4MoeForCausalLM",
                .experts_field = "n_routed_experts",
@@ -116,13 +126,13 @@ std::vector<Family> MakeFamilies() {
                .hub_block = "mlp",
                .router_leaf = "gate.weight",
                .fused_router_leaf = "gate.weight",
-               .correction_bias = true,
+               .bias_leaf = "gate.e_score_correction_bias",
                .grouped_routing = true,
                .attn_bias = AttnBias::kQkv,
-               .dense_first_layers = true,
+               .dense_layers = DenseLayers::kFirstK,
                .extra_config = R"({"norm_topk_prob":true,"routed_scaling_factor":2.5,"use_qk_norm":false,
                                    "attention_bias":true,"partial_rotary_factor":0.5})",
-               .stacks = OneStack(Shared::kDeepseek)});
+               .stacks = OneStack(SharedExperts("n_shared_experts"))});
   f.push_back({.model_type = "dots1",
                .architecture = "Dots1ForCausalLM",
                .experts_field = "n_routed_experts",
@@ -132,12 +142,12 @@ std::vector<Family> MakeFamilies() {
                .hub_block = "mlp",
                .router_leaf = "gate.weight",
                .fused_router_leaf = "gate.weight",
-               .correction_bias = true,
+               .bias_leaf = "gate.e_score_correction_bias",
                .grouped_routing = true,
                .qk_norm = QkNorm::kPerHead,
-               .dense_first_layers = true,
+               .dense_layers = DenseLayers::kFirstK,
                .extra_config = R"({"norm_topk_prob":true,"routed_scaling_factor":2.5,"attention_bias":false})",
-               .stacks = OneStack(Shared::kDeepseek)});
+               .stacks = OneStack(SharedExperts("n_shared_experts"))});
   f.push_back({.model_type = "hunyuan_v1_moe",
                .architecture = "HunYuanMoEV1ForCausalLM",
                .experts_field = "num_experts",
@@ -150,7 +160,7 @@ std::vector<Family> MakeFamilies() {
                .qk_norm = QkNorm::kHunyuan,
                .extra_config = R"({"use_qk_norm":true,"use_mixed_mlp_moe":true,"num_shared_expert":1,
                                    "attention_bias":false})",
-               .stacks = OneStack(Shared::kHunyuan)});
+               .stacks = OneStack(kHunyuanShared)});
   f.push_back({.model_type = "mixtral",
                .architecture = "MixtralForCausalLM",
                .experts_field = "num_local_experts",
@@ -162,7 +172,7 @@ std::vector<Family> MakeFamilies() {
                .fused_router_leaf = "gate.weight",
                .extra_config = R"({"router_jitter_noise":0.0,"router_aux_loss_coef":0.02,"sliding_window":null,
                                    "rms_norm_eps":1e-05})",
-               .stacks = OneStack(Shared::kNone)});
+               .stacks = OneStack(kNoShared)});
   f.push_back({.model_type = "minimax",
                .architecture = "MiniMaxForCausalLM",
                .experts_field = "num_local_experts",
@@ -173,7 +183,7 @@ std::vector<Family> MakeFamilies() {
                .router_leaf = "gate.weight",
                .fused_router_leaf = "gate.weight",
                .extra_config = R"({"router_jitter_noise":0.0,"router_aux_loss_coef":0.001,"rms_norm_eps":1e-05})",
-               .stacks = OneStack(Shared::kNone)});
+               .stacks = OneStack(kNoShared)});
   f.push_back({.model_type = "phimoe",
                .architecture = "PhimoeForCausalLM",
                .experts_field = "num_local_experts",
@@ -188,7 +198,7 @@ std::vector<Family> MakeFamilies() {
                .lm_head_bias = true,
                .extra_config = R"({"router_jitter_noise":0.01,"input_jitter_noise":0.01,"attention_bias":true,
                                    "lm_head_bias":true,"rms_norm_eps":1e-05})",
-               .stacks = OneStack(Shared::kNone)});
+               .stacks = OneStack(kNoShared)});
   f.push_back(
       {.model_type = "qwen3_omni_moe",
        .architecture = "Qwen3OmniMoeForConditionalGeneration",
@@ -207,8 +217,7 @@ std::vector<Family> MakeFamilies() {
                         .embed = "embed_tokens.weight",
                         .head = "thinker.lm_head.weight",
                         .config_path = "thinker_config.text_config",
-                        .model_type = "qwen3_omni_moe_text",
-                        .shared = Shared::kNone},
+                        .model_type = "qwen3_omni_moe_text"},
                   // The talker is smaller than the thinker and has its
                   // own expert count: converters must read each one.
                   Stack{.prefix = "talker.model.",
@@ -216,7 +225,7 @@ std::vector<Family> MakeFamilies() {
                         .head = "talker.codec_head.weight",
                         .config_path = "talker_config.text_config",
                         .model_type = "qwen3_omni_moe_talker_text",
-                        .shared = Shared::kQwen,
+                        .shared = kQwenShared,
                         .divisor = 2,
                         .codec_vocab = true}},
        .sub_configs = {{"thinker_config", "qwen3_omni_moe_thinker"}, {"talker_config", "qwen3_omni_moe_talker"}}});
@@ -234,7 +243,7 @@ std::vector<Family> MakeFamilies() {
                .towers = Towers::kVision,
                .extra_config = R"({"decoder_sparse_step":1,"mlp_only_layers":[],"norm_topk_prob":true,
                                    "attention_bias":false})",
-               .stacks = LanguageModelStack("qwen3_vl_moe_text", Shared::kNone)});
+               .stacks = LanguageModelStack("qwen3_vl_moe_text", kNoShared)});
   f.push_back({.model_type = "qwen3_5_moe",
                .architecture = "Qwen3_5MoeForConditionalGeneration",
                .experts_field = "num_experts",
@@ -248,7 +257,371 @@ std::vector<Family> MakeFamilies() {
                .default_layout = Layout::kFused,
                .towers = Towers::kVision,
                .extra_config = R"({"attention_bias":false,"partial_rotary_factor":0.25})",
-               .stacks = LanguageModelStack("qwen3_5_moe_text", Shared::kQwen)});
+               .stacks = LanguageModelStack("qwen3_5_moe_text", kQwenShared)});
+}
+
+// Aliases of v5's qwen2_moe pattern: mlp.experts.{j}.{gate,up,down}_proj,
+// some with renames of their own.
+void AddQwen2MoeAliases(std::vector<Family>& f) {
+  f.push_back({.model_type = "afmoe",
+               .architecture = "AfmoeForCausalLM",
+               .experts_field = "num_experts",
+               .intermediate_field = "moe_intermediate_size",
+               .topk_field = "num_experts_per_tok",
+               .dense_intermediate_field = true,
+               .hub_block = "mlp",
+               .router_leaf = "router.gate.weight",
+               .fused_router_leaf = "router.gate.weight",
+               .bias_leaf = "expert_bias",
+               .qk_norm = QkNorm::kPerHead,
+               .attn_output_gate = true,
+               .sandwich_norms = true,
+               .dense_layers = DenseLayers::kFirstK,
+               .dense_field = "num_dense_layers",
+               .extra_config = R"({"score_func":"sigmoid","route_norm":true,"route_scale":2.826,"n_group":1,
+                                   "topk_group":1,"attention_bias":false})",
+               .stacks = OneStack(SharedExperts("num_shared_experts"))});
+  f.push_back({.model_type = "glm4_moe_lite",
+               .architecture = "Glm4MoeLiteForCausalLM",
+               .experts_field = "n_routed_experts",
+               .intermediate_field = "moe_intermediate_size",
+               .topk_field = "num_experts_per_tok",
+               .dense_intermediate_field = true,
+               .hub_block = "mlp",
+               .router_leaf = "gate.weight",
+               .fused_router_leaf = "gate.weight",
+               .bias_leaf = "gate.e_score_correction_bias",
+               .grouped_routing = true,
+               .attention = Attention::kMla,
+               .dense_layers = DenseLayers::kFirstK,
+               .extra_config = R"({"norm_topk_prob":true,"routed_scaling_factor":1.8,"topk_method":"noaux_tc",
+                                   "attention_bias":false})",
+               .stacks = OneStack(SharedExperts("n_shared_experts"))});
+  f.push_back({.model_type = "glm_moe_dsa",
+               .architecture = "GlmMoeDsaForCausalLM",
+               .experts_field = "n_routed_experts",
+               .intermediate_field = "moe_intermediate_size",
+               .topk_field = "num_experts_per_tok",
+               .dense_intermediate_field = true,
+               .hub_block = "mlp",
+               .router_leaf = "gate.weight",
+               .fused_router_leaf = "gate.weight",
+               .bias_leaf = "gate.e_score_correction_bias",
+               .grouped_routing = true,
+               .attention = Attention::kMlaIndexer,
+               .dense_layers = DenseLayers::kFirstK,
+               .extra_config = R"({"norm_topk_prob":true,"routed_scaling_factor":2.5,"topk_method":"noaux_tc",
+                                   "attention_bias":false})",
+               .stacks = OneStack(SharedExperts("n_shared_experts"))});
+  f.push_back({.model_type = "glm4v_moe",
+               .architecture = "Glm4vMoeForConditionalGeneration",
+               .experts_field = "n_routed_experts",
+               .intermediate_field = "moe_intermediate_size",
+               .topk_field = "num_experts_per_tok",
+               .dense_intermediate_field = true,
+               .hub_block = "mlp",
+               .router_leaf = "gate.weight",
+               .fused_router_leaf = "gate.weight",
+               .bias_leaf = "gate.e_score_correction_bias",
+               .grouped_routing = true,
+               .attn_bias = AttnBias::kQkv,
+               .dense_layers = DenseLayers::kFirstK,
+               .towers = Towers::kVision,
+               .extra_config = R"({"norm_topk_prob":true,"routed_scaling_factor":1.0,"use_qk_norm":false,
+                                   "attention_bias":true,"partial_rotary_factor":0.5})",
+               .stacks = LanguageModelStack("glm4v_moe_text", SharedExperts("n_shared_experts"))});
+  f.push_back({.model_type = "longcat_flash",
+               .architecture = "LongcatFlashForCausalLM",
+               .experts_field = "n_routed_experts",
+               .intermediate_field = "expert_ffn_hidden_size",
+               .topk_field = "moe_topk",
+               .hub_block = "mlp",
+               .router_leaf = "router.classifier.weight",
+               .fused_router_leaf = "router.classifier.weight",
+               .router_f32 = true,
+               .zero_experts = true,
+               .bias_leaf = "router.e_score_correction_bias",
+               .attention = Attention::kLongcat,
+               .extra_config = R"({"routed_scaling_factor":6.0,"router_bias":false,"attention_bias":false})",
+               .stacks = OneStack(kNoShared)});
+  f.push_back({.model_type = "solar_open",
+               .architecture = "SolarOpenForCausalLM",
+               .experts_field = "n_routed_experts",
+               .intermediate_field = "moe_intermediate_size",
+               .topk_field = "num_experts_per_tok",
+               .hub_block = "mlp",
+               .router_leaf = "gate.weight",
+               .fused_router_leaf = "gate.weight",
+               .bias_leaf = "gate.e_score_correction_bias",
+               .grouped_routing = true,
+               .extra_config = R"({"norm_topk_prob":true,"routed_scaling_factor":1.0,"attention_bias":false})",
+               .stacks = OneStack(SharedExperts("n_shared_experts"))});
+  f.push_back({.model_type = "flex_olmo",
+               .architecture = "FlexOlmoForCausalLM",
+               .experts_field = "num_experts",
+               .intermediate_field = "intermediate_size",
+               .topk_field = "num_experts_per_tok",
+               .hub_block = "mlp",
+               .router_leaf = "gate.weight",
+               .fused_router_leaf = "gate.weight",
+               .qk_norm = QkNorm::kFullWidth,
+               // OLMo-2 style post-norms: after attention and after the MLP.
+               .attn_norm = "post_attention_layernorm",
+               .ffn_norm = "post_feedforward_layernorm",
+               .extra_config = R"({"norm_topk_prob":false,"attention_bias":false})",
+               .stacks = OneStack(kNoShared)});
+  f.push_back({.model_type = "qwen3_omni_moe_thinker",
+               .architecture = "Qwen3OmniMoeThinkerForConditionalGeneration",
+               .experts_field = "num_experts",
+               .intermediate_field = "moe_intermediate_size",
+               .topk_field = "num_experts_per_tok",
+               .dense_intermediate_field = true,
+               .hub_block = "mlp",
+               .router_leaf = "gate.weight",
+               .fused_router_leaf = "gate.weight",
+               .qk_norm = QkNorm::kPerHead,
+               .towers = Towers::kOmniThinker,
+               .extra_config = R"({"decoder_sparse_step":1,"mlp_only_layers":[],"norm_topk_prob":true,
+                                   "attention_bias":false})",
+               .stacks = {Stack{.prefix = "model.",
+                                .embed = "embed_tokens.weight",
+                                .head = "lm_head.weight",
+                                .config_path = "text_config",
+                                .model_type = "qwen3_omni_moe_text"}}});
+  f.push_back({.model_type = "ernie4_5_moe",
+               .architecture = "Ernie4_5_MoeForCausalLM",
+               .experts_field = "moe_num_experts",
+               .intermediate_field = "moe_intermediate_size",
+               .topk_field = "moe_k",
+               .dense_intermediate_field = true,
+               .hub_block = "mlp",
+               .router_leaf = "gate.weight",
+               .fused_router_leaf = "gate.weight",
+               .router_f32 = true,
+               .bias_leaf = "moe_statics.e_score_correction_bias",
+               .fused_bias_leaf = "gate.moe_statics.e_score_correction_bias",
+               .bias_row = true,
+               .dense_layers = DenseLayers::kFirstK,
+               .dense_field = "moe_layer_start_index",
+               .extra_config = R"({"moe_layer_end_index":-1,"moe_layer_interval":1,"use_bias":false})",
+               .stacks = OneStack(SharedExperts("moe_num_shared_experts"))});
+  f.push_back({.model_type = "exaone_moe",
+               .architecture = "ExaoneMoeForCausalLM",
+               .experts_field = "num_experts",
+               .intermediate_field = "moe_intermediate_size",
+               .topk_field = "num_experts_per_tok",
+               .dense_intermediate_field = true,
+               .hub_block = "mlp",
+               .router_leaf = "gate.weight",
+               .fused_router_leaf = "gate.weight",
+               .bias_leaf = "e_score_correction_bias",
+               .fused_bias_leaf = "gate.e_score_correction_bias",
+               .qk_norm = QkNorm::kPerHead,
+               .dense_layers = DenseLayers::kFirstK,
+               .extra_config = R"({"norm_topk_prob":true,"routed_scaling_factor":2.5,"attention_bias":false})",
+               .stacks = OneStack(SharedExperts("num_shared_experts"))});
+  f.push_back({.model_type = "hy_v3",
+               .architecture = "HYV3ForCausalLM",
+               .experts_field = "num_experts",
+               .intermediate_field = "moe_intermediate_size",
+               .topk_field = "num_experts_per_tok",
+               .dense_intermediate_field = true,
+               .hub_block = "mlp",
+               .router_leaf = "router.gate.weight",
+               .fused_router_leaf = "gate.weight",
+               .bias_leaf = "expert_bias",
+               .fused_bias_leaf = "e_score_correction_bias",
+               .qk_norm = QkNorm::kPerHead,
+               .dense_layers = DenseLayers::kLayerTypes,
+               .extra_config = R"({"attention_bias":false})",
+               .stacks = OneStack({.hub = "shared_mlp",
+                                   .v5 = "shared_experts",
+                                   .width = SharedWidth::kTimesCount,
+                                   .count_field = "num_shared_experts"})});
+  f.push_back({.model_type = "laguna",
+               .architecture = "LagunaForCausalLM",
+               .experts_field = "num_experts",
+               .intermediate_field = "moe_intermediate_size",
+               .topk_field = "num_experts_per_tok",
+               .dense_intermediate_field = true,
+               .hub_block = "mlp",
+               .router_leaf = "gate.weight",
+               .fused_router_leaf = "gate.weight",
+               .bias_leaf = "experts.e_score_correction_bias",
+               .fused_bias_leaf = "gate.e_score_correction_bias",
+               .qk_norm = QkNorm::kPerHead,
+               .dense_layers = DenseLayers::kLayerTypes,
+               .extra_config = R"({"attention_bias":false})",
+               .stacks = OneStack({.hub = "shared_expert",
+                                   .v5 = "shared_experts",
+                                   .width = SharedWidth::kField,
+                                   .width_field = "shared_expert_intermediate_size"})});
+  f.push_back({.model_type = "deepseek_v32",
+               .architecture = "DeepseekV32ForCausalLM",
+               .experts_field = "n_routed_experts",
+               .intermediate_field = "moe_intermediate_size",
+               .topk_field = "num_experts_per_tok",
+               .dense_intermediate_field = true,
+               .hub_block = "mlp",
+               .router_leaf = "gate.weight",
+               .fused_router_leaf = "gate.weight",
+               .bias_leaf = "gate.e_score_correction_bias",
+               .grouped_routing = true,
+               .attention = Attention::kMlaIndexer,
+               .dense_layers = DenseLayers::kFirstK,
+               .extra_config = R"({"topk_method":"noaux_tc","scoring_func":"sigmoid","routed_scaling_factor":2.5,
+                                   "moe_layer_freq":1,"norm_topk_prob":true,"attention_bias":false})",
+               .stacks = OneStack(SharedExperts("n_shared_experts"))});
+  f.push_back({.model_type = "mimo_v2_flash",
+               .architecture = "MiMoV2FlashForCausalLM",
+               .experts_field = "n_routed_experts",
+               .intermediate_field = "moe_intermediate_size",
+               .topk_field = "num_experts_per_tok",
+               .dense_intermediate_field = true,
+               .hub_block = "mlp",
+               .router_leaf = "gate.weight",
+               .fused_router_leaf = "gate.weight",
+               .bias_leaf = "gate.e_score_correction_bias",
+               .sinks_leaf = "attention_sink_bias",
+               .fused_sinks_leaf = "sinks",
+               .dense_layers = DenseLayers::kLayerTypes,
+               .extra_config = R"({"norm_topk_prob":true,"scoring_func":"sigmoid","attention_bias":false})",
+               .stacks = OneStack(kNoShared)});
+}
+
+// The mixtral pattern (block_sparse_moe, w1/w3/w2), feed_forward experts,
+// non-gated experts and DeepSeek-V4's own names.
+void AddOtherFamilies(std::vector<Family>& f) {
+  f.push_back({.model_type = "minimax_m2",
+               .architecture = "MiniMaxM2ForCausalLM",
+               .experts_field = "num_local_experts",
+               .intermediate_field = "intermediate_size",
+               .topk_field = "num_experts_per_tok",
+               .expert_names = ExpertNames::kW1W3W2,
+               .hub_block = "block_sparse_moe",
+               .router_leaf = "gate.weight",
+               .fused_router_leaf = "gate.weight",
+               .bias_leaf = "e_score_correction_bias",
+               .qk_norm = QkNorm::kFullWidth,
+               .extra_config = R"({"scoring_func":"sigmoid","use_qk_norm":true,"qk_norm_type":"per_layer",
+                                   "router_jitter_noise":0.0,"attention_bias":false})",
+               .stacks = OneStack(kNoShared)});
+  f.push_back({.model_type = "kimi_linear",
+               .architecture = "KimiLinearForCausalLM",
+               .experts_field = "num_experts",
+               .intermediate_field = "moe_intermediate_size",
+               .topk_field = "num_experts_per_token",
+               .dense_intermediate_field = true,
+               .expert_names = ExpertNames::kW1W3W2,
+               .hub_block = "block_sparse_moe",
+               .router_leaf = "gate.weight",
+               .fused_router_leaf = "gate.weight",
+               .bias_leaf = "gate.e_score_correction_bias",
+               .attention = Attention::kKimiHybrid,
+               .dense_layers = DenseLayers::kFirstK,
+               .extra_config = R"({"moe_layer_freq":1,"moe_router_activation_func":"sigmoid","use_grouped_topk":true,
+                                   "routed_scaling_factor":2.446})",
+               .stacks = OneStack(SharedExperts("num_shared_experts"))});
+  f.push_back({.model_type = "lfm2_moe",
+               .architecture = "Lfm2MoeForCausalLM",
+               .experts_field = "num_experts",
+               .intermediate_field = "moe_intermediate_size",
+               .topk_field = "num_experts_per_tok",
+               .dense_intermediate_field = true,
+               .expert_names = ExpertNames::kW1W3W2,
+               .hub_block = "feed_forward",
+               .fused_block = "feed_forward",
+               .router_leaf = "gate.weight",
+               .fused_router_leaf = "gate.weight",
+               .bias_leaf = "expert_bias",
+               .attention = Attention::kLfm2Hybrid,
+               .qk_norm = QkNorm::kLfm2,
+               .attn_norm = "operator_norm",
+               .ffn_norm = "ffn_norm",
+               .dense_layers = DenseLayers::kFirstK,
+               .dense_field = "num_dense_layers",
+               .dense_names = ExpertNames::kW1W3W2,
+               .extra_config = R"({"use_expert_bias":true,"norm_topk_prob":true,"routed_scaling_factor":1.0})",
+               .stacks = {Stack{.prefix = "model.",
+                                .embed = "embed_tokens.weight",
+                                .final_norm = "embedding_norm",
+                                .head = "lm_head.weight"}}});
+  f.push_back({.model_type = "jamba",
+               .architecture = "JambaForCausalLM",
+               .experts_field = "num_experts",
+               .intermediate_field = "intermediate_size",
+               .topk_field = "num_experts_per_tok",
+               .hub_block = "feed_forward",
+               .fused_block = "feed_forward",
+               .router_leaf = "router.weight",
+               .fused_router_leaf = "router.weight",
+               .attention = Attention::kJambaHybrid,
+               .ffn_norm = "pre_ff_layernorm",
+               .dense_layers = DenseLayers::kPeriod,
+               .extra_config = R"({"use_mamba_kernels":true,"mamba_conv_bias":true,"mamba_proj_bias":false})",
+               .stacks = {Stack{.prefix = "model.",
+                                .embed = "embed_tokens.weight",
+                                .final_norm = "final_layernorm",
+                                .head = "lm_head.weight"}}});
+  f.push_back({.model_type = "nemotron_h",
+               .architecture = "NemotronHForCausalLM",
+               .experts_field = "n_routed_experts",
+               .intermediate_field = "moe_intermediate_size",
+               .topk_field = "num_experts_per_tok",
+               .expert_names = ExpertNames::kUpDown,
+               .hub_block = "mixer",
+               .fused_block = "mixer",
+               .router_leaf = "gate.weight",
+               .fused_router_leaf = "gate.weight",
+               .router_f32 = true,
+               .bias_leaf = "gate.e_score_correction_bias",
+               .grouped_routing = true,
+               .attention = Attention::kNemotronHybrid,
+               .extra_config = R"({"mlp_hidden_act":"relu2","moe_latent_size":null,"norm_topk_prob":true,
+                                   "routed_scaling_factor":2.5,"attention_bias":false})",
+               .stacks = {Stack{.prefix = "backbone.",
+                                .fused_prefix = "model.",
+                                .embed = "embeddings.weight",
+                                .final_norm = "norm_f",
+                                .head = "lm_head.weight",
+                                .shared = {.hub = "shared_experts",
+                                           .names = ExpertNames::kUpDown,
+                                           .fused_names = ExpertNames::kUpDown,
+                                           .width = SharedWidth::kField,
+                                           .width_field = "moe_shared_expert_intermediate_size",
+                                           .count_field = "n_shared_experts"}}}});
+  f.push_back({.model_type = "deepseek_v4",
+               .architecture = "DeepseekV4ForCausalLM",
+               .experts_field = "n_routed_experts",
+               .intermediate_field = "moe_intermediate_size",
+               .topk_field = "num_experts_per_tok",
+               .expert_names = ExpertNames::kW1W3W2,
+               .hub_block = "ffn",
+               .router_leaf = "gate.weight",
+               .fused_router_leaf = "gate.weight",
+               .bias_leaf = "gate.bias",
+               .fused_bias_leaf = "gate.e_score_correction_bias",
+               .scale_suffix = ".scale",
+               .attention = Attention::kDeepseekV4,
+               .extra_config = R"({"scoring_func":"sqrtsoftplus","norm_topk_prob":true,"routed_scaling_factor":1.5,
+                                   "num_hash_layers":0,"sliding_window":128,"swiglu_limit":10.0})",
+               .stacks = {Stack{.prefix = "",
+                                .fused_prefix = "model.",
+                                .embed = "embed.weight",
+                                .fused_embed = "embed_tokens.weight",
+                                .head = "head.weight",
+                                .fused_head = "lm_head.weight",
+                                .shared = {.hub = "shared_experts",
+                                           .names = ExpertNames::kW1W3W2,
+                                           .fused_names = ExpertNames::kGateUpDown,
+                                           .width = SharedWidth::kExpert}}}});
+}
+
+std::vector<Family> MakeFamilies() {
+  std::vector<Family> f;
+  AddFirstFamilies(f);
+  AddQwen2MoeAliases(f);
+  AddOtherFamilies(f);
   return f;
 }
 

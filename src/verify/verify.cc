@@ -19,6 +19,7 @@
 #include "format/decode.h"
 #include "moepack/convert.h"
 #include "moepack/natural_order.h"
+#include "plan/ops/chunk_op.h"
 #include "plan/ops/fusion_op.h"
 #include "plan/ops/transpose_kernel.h"
 #include "plan/ops/transpose_op.h"
@@ -80,14 +81,25 @@ class Cutter {
       for (uint64_t j = 0; j < op->experts(); ++j) {
         for (uint64_t k = 0; k < op->sources(); ++k) {
           piece(rules_.SourceName(m->fusion, static_cast<int>(k), m->prefix, static_cast<int64_t>(j)),
-                "'" + name + "' expert " + std::to_string(j) + " (" + f.sources[k].substr(f.sources[k].rfind('}') + 2) +
+                "'" + name + "' expert " + std::to_string(j) + " (" + rules_.SourceLeaf(m->fusion, static_cast<int>(k)) +
                     ")",
                 op->source_shape(), op->SourceInFused(j, k).Inverse());
         }
       }
       return Status::OK();
     }
-    if (auto m = rules_.MatchTranspose(v5); m && t.shape.size() == 3 && c_.config()) {
+    if (auto m = rules_.MatchChunk(v5); m && m->part < 0) {
+      // The Hub's one tensor is cut into v5's parts, each its own piece.
+      auto op = ops::ChunkOp::FromWhole(rules_.chunks()[m->rule], t.dtype, t.shape);
+      if (!op.ok()) return op.status().WithPrefix("'" + name + "'");
+      for (uint64_t k = 0; k < op->parts(); ++k) {
+        piece(rules_.ChunkName(m->rule, static_cast<int>(k), m->prefix), "'" + name + "' part " + std::to_string(k),
+              op->part_shape(), op->PartInWhole(k).Inverse());
+      }
+      return Status::OK();
+    }
+    if (auto m = rules_.MatchTranspose(v5); m && t.shape.size() == rules_.transposes()[m->rule].hub_shape.size() &&
+                                            c_.config()) {
       // Hashed per expert in v5's orientation, whichever layout holds it.
       MOEPACK_ASSIGN_OR_RETURN(ops::TransposeOp op,
                                ops::TransposeOp::Make(rules_, m->rule, *c_.config(), m->prefix, name, t.dtype, t.shape,
@@ -96,7 +108,8 @@ class Cutter {
         return Status::Corrupt("'" + name + "': " + std::to_string(op.experts()) + " experts are too many to cut");
       }
       const uint64_t slice = t.nbytes() / std::max<uint64_t>(1, op.experts());
-      const std::vector<uint64_t> shape(op.output_shape().begin() + 1, op.output_shape().end());
+      const auto& out = op.output_shape();
+      const std::vector<uint64_t> shape(out.end() - 2, out.end());
       for (uint64_t j = 0; j < op.experts(); ++j) {
         piece(v5 + "#" + std::to_string(j), "'" + name + "' expert " + std::to_string(j), shape,
               op.Expert(j).ShiftDst(-static_cast<int64_t>(j * slice)));
@@ -333,7 +346,12 @@ Result<std::vector<ForwardCheck>> RunForward(const Side& a, const Side& b, const
 Result<VerifyReport> Verify(const std::string& src_path, const std::string& dst_path, const VerifyOptions& options) {
   MOEPACK_ASSIGN_OR_RETURN(Checkpoint src, Checkpoint::Open(src_path));
   MOEPACK_ASSIGN_OR_RETURN(Checkpoint dst, Checkpoint::Open(dst_path));
-  MOEPACK_ASSIGN_OR_RETURN(RuleSet rules, ChooseRules(src, options.model_type, options.rules_file));
+  MOEPACK_ASSIGN_OR_RETURN(RuleSet chosen, ChooseRules(src, options.model_type, options.rules_file));
+  // Bound to SRC's config.json, which DST carries over unchanged.
+  RuleSet rules = std::move(chosen);
+  if (src.config()) {
+    MOEPACK_ASSIGN_OR_RETURN(rules, rules.Bind(*src.config()));
+  }
   VerifyReport report;
 
   // Which conversion DST claims to be: the direction whose names it carries.

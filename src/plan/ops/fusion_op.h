@@ -1,12 +1,14 @@
 // The fusion op: E experts' K per-expert sources stacked on a new dim 0 and
-// joined along `concat_dim` (or, for a transposing rule, each 2-D source
-// transposed first and the K joined along dim 1). Its inverse cuts a fused
-// tensor back into the E*K sources. This file is the one place that knows
-// the fused shape, the source shape, which dim is which, and where each
-// source's bytes lie in the fused tensor.
+// joined along `concat_dim` (for a transposing rule, each 2-D source is
+// transposed first), one after the other or, interleaved, element by
+// element (gpt-oss's gate_up_proj: gate, up, gate, up, ...). Its inverse
+// cuts a fused tensor back into the E*K sources. This file is the one place
+// that knows the fused shape, the source shape, which dim is which, and
+// where each source's bytes lie in the fused tensor.
 //
-// Seen as bytes, expert j's slice of a non-transposed fused tensor is
-// `outer` runs of K chunks, source k owning the k-th chunk of each run.
+// Seen as bytes, expert j's slice of a non-transposed, non-interleaved fused
+// tensor is `outer` runs of K chunks, source k owning the k-th chunk of each
+// run; the other forms move elements (Blocks).
 #pragma once
 
 #include <cstdint>
@@ -32,7 +34,8 @@ struct FusionForm {
   uint64_t sources = 1;  // K
   bool transpose = false;
   int concat_dim = 1;
-  static FusionForm Of(const FusionRule& f) { return {f.sources.size(), f.transpose, f.concat_dim}; }
+  bool interleave = false;
+  static FusionForm Of(const FusionRule& f) { return {f.sources.size(), f.transpose, f.concat_dim, f.interleave}; }
   // The dim of one source that fused dim `fused_dim` comes from; -1 for
   // dim 0, which stacks the experts.
   int SourceDim(int fused_dim) const;
@@ -57,7 +60,7 @@ class FusionOp {
   DType dtype() const { return dtype_; }
   const std::vector<uint64_t>& source_shape() const { return source_shape_; }
   const std::vector<uint64_t>& fused_shape() const { return fused_shape_; }
-  uint64_t source_bytes() const { return outer_ * chunk_bytes_; }
+  uint64_t source_bytes() const { return source_bytes_; }
   uint64_t fused_bytes() const { return experts_ * form_.sources * source_bytes(); }
 
   // Every source of a fusion has one dtype and shape, so that the inverse
@@ -81,8 +84,10 @@ class FusionOp {
   DType dtype_ = DType::U8;
   std::vector<uint64_t> source_shape_;
   std::vector<uint64_t> fused_shape_;
-  uint64_t outer_ = 1;        // runs per source of one expert
-  uint64_t chunk_bytes_ = 0;  // one source's bytes in one run
+  uint64_t source_bytes_ = 0;
+  // One source seen as [outer, n, unit]: n along the concat dim, unit the
+  // bytes of everything after it (interleaving), chunk the bytes of n units.
+  uint64_t outer_ = 1, n_ = 1, unit_bytes_ = 0, chunk_bytes_ = 0;
 };
 
 // The fused shape of `f` over `experts` experts whose sources have shape
@@ -90,12 +95,22 @@ class FusionOp {
 // H) for messages. `times(k, d)` is k copies of d joined.
 template <typename D, typename Times>
 std::vector<D> FusedShapeOf(const FusionForm& f, D experts, const std::vector<D>& source, Times times) {
-  if (f.transpose) return {experts, times(f.sources, source[1]), source[0]};
   std::vector<D> out = {experts};
-  out.insert(out.end(), source.begin(), source.end());
+  if (f.transpose) {
+    out.push_back(source[1]);
+    out.push_back(source[0]);
+  } else {
+    out.insert(out.end(), source.begin(), source.end());
+  }
   out[f.concat_dim] = times(f.sources, out[f.concat_dim]);
   return out;
 }
+
+// The fused shape of fusion `f` in the symbols of its source_shape:
+// "[E, 2*I, H]". REQUIRES: f.source_shape is not empty.
+std::string FusedShapeExpr(const FusionRule& f);
+// "[E, H, 2*I]" for any shape in symbols.
+std::string ShapeExprString(const std::vector<std::string>& shape);
 
 // Checks one expert's source (`source`, per-expert layout) or a whole fused
 // tensor of fusion `fusion` against the rule's source_shape and config.json.

@@ -21,7 +21,12 @@ std::optional<TensorLayout> LayoutOf(const std::vector<RuleSet>& candidates, con
       return l;
     }
     if (auto m = rs.MatchTarget(renamed); m && shape.size() == 3) {
-      l.layout = MoeLayout::kFused;
+      // The fusion's own form names the layout: v5's standard one, or a
+      // family's own (gpt_oss interleaved, llama4 transposed halves).
+      const FusionRule& f = rs.fusions()[m->fusion];
+      l.layout = f.interleave ? MoeLayout::kFusedInterleaved
+                 : f.transpose && f.concat_dim == 2 ? MoeLayout::kFusedTransposed
+                                                    : MoeLayout::kFused;
       l.group = m->prefix;
       l.experts = shape[0];
       l.counts = rs.WeightOf(m->fusion) < 0;

@@ -26,6 +26,7 @@ SliceRole RoleOf(const RuleSet& rules, const ModelConfig* config, std::string_vi
     r.rule = f.name;
     r.role = f.role;
     r.tp_dim = f.tp_dim;
+    if (f.interleave) r.interleave = f.sources.size();
     if (const int w = rules.WeightOf(m->fusion); w >= 0) {
       r.scale = true;
       r.weight = rules.TargetName(w, m->prefix);
@@ -35,20 +36,25 @@ SliceRole RoleOf(const RuleSet& rules, const ModelConfig* config, std::string_vi
         if (auto b = rules.BlockOf(*config, m->fusion, src_dim, m->prefix)) r.block = *b;
       }
     }
-  } else if (auto t = rules.MatchTranspose(name)) {
+  } else if (auto t = rules.MatchTranspose(name); t && rules.transposes()[t->rule].experts()) {
     const TransposeRule& tr = rules.transposes()[t->rule];
     r.fused = true;
     r.rule = tr.name;
     r.role = tr.role;
     r.tp_dim = tr.tp_dim;
   }
-  r.parts = RoleParts(r.role);
+  // Interleaved halves are no halves: gate and up alternate, and a cut in
+  // whole (gate, up) groups keeps every pair on one rank.
+  r.parts = r.interleave > 1 ? 1 : RoleParts(r.role);
   return r;
 }
 
 std::optional<uint64_t> CutSize(const SliceRole& role, const std::vector<uint64_t>& shape) {
-  if (role.role == ExpertRole::kNone || role.scale || shape.size() != 3) return std::nullopt;
-  return shape[role.tp_dim] / static_cast<uint64_t>(role.parts);
+  if (role.role == ExpertRole::kNone || role.scale || role.tp_dim <= 0 ||
+      static_cast<size_t>(role.tp_dim) >= shape.size() || shape.size() > 3) {
+    return std::nullopt;
+  }
+  return shape[role.tp_dim] / (static_cast<uint64_t>(role.parts) * role.interleave);
 }
 
 Result<RankSlice> SliceForRank(const SliceRole& role, const std::string& name, DType dtype,
@@ -78,12 +84,14 @@ Result<RankSlice> SliceForRank(const SliceRole& role, const std::string& name, D
   if (shape.size() == 3) {
     s.A = shape[1];
     s.B = shape[2];
+  } else if (shape.size() == 2) {
+    s.A = shape[1];  // a fused bias [E, 2I]: the dim tensor parallelism cuts is dim 1
   } else {
     for (size_t d = 1; d < shape.size(); ++d) s.B *= shape[d];
   }
   s.dim1 = {{0, s.A}};
   s.dim2 = {{0, s.B}};
-  if (par.tp_size > 1) {
+  if (par.tp_size > 1 && !(role.role != ExpertRole::kNone && role.tp_dim == 0)) {
     const uint64_t tp = static_cast<uint64_t>(par.tp_size), tr = static_cast<uint64_t>(par.tp_rank);
     if (role.role == ExpertRole::kNone) {
       return Status::InvalidArgument("tp_size " + std::to_string(tp) + ": " + quoted +
@@ -91,18 +99,20 @@ Result<RankSlice> SliceForRank(const SliceRole& role, const std::string& name, D
                                      "\", which declares no role; only gate_up, up and down tensors have a known "
                                      "intermediate dim to split");
     }
-    if (shape.size() != 3) {
+    if (shape.size() > 3 || static_cast<size_t>(role.tp_dim) >= shape.size()) {
       return Status::Corrupt(quoted + ": fused expert tensor of shape " + internal::ShapeString(shape) +
-                             " is not 3-D");
+                             " has no dim " + std::to_string(role.tp_dim) + " to cut");
     }
-    const uint64_t parts = static_cast<uint64_t>(role.parts);
+    const uint64_t parts = static_cast<uint64_t>(role.parts), g = role.interleave;
     const uint64_t cut_dim = shape[role.tp_dim];
-    uint64_t I = 0;  // one part, in elements of this tensor
+    uint64_t I = 0;  // one part, in (groups of) elements of this tensor
     if (!role.scale) {
-      if (cut_dim % parts) {
-        return Status::Corrupt(quoted + ": " + std::to_string(cut_dim) + " rows do not split into gate and up halves");
+      if (cut_dim % (parts * g)) {
+        return Status::Corrupt(quoted + ": " + std::to_string(cut_dim) +
+                               (g > 1 ? " entries do not split into interleaved gate and up"
+                                      : " rows do not split into gate and up halves"));
       }
-      I = cut_dim / parts;
+      I = cut_dim / (parts * g);
     } else if (!weight_cut) {
       return Status::Corrupt(quoted + ": no 3-D weight '" + role.weight + "' to take the intermediate size from");
     } else {
@@ -133,14 +143,12 @@ Result<RankSlice> SliceForRank(const SliceRole& role, const std::string& name, D
       I = blocks;
     }
     Intervals cut;
-    for (uint64_t p = 0; p < parts; ++p) cut.emplace_back(p * I + tr * Il, p * I + (tr + 1) * Il);
+    for (uint64_t p = 0; p < parts; ++p) cut.emplace_back((p * I + tr * Il) * g, (p * I + (tr + 1) * Il) * g);
     (role.tp_dim == 1 ? s.dim1 : s.dim2) = std::move(cut);
   }
   s.shape[0] = El;
-  if (shape.size() == 3) {
-    s.shape[1] = Total(s.dim1);
-    s.shape[2] = Total(s.dim2);
-  }
+  if (shape.size() >= 2 && shape.size() <= 3) s.shape[1] = Total(s.dim1);
+  if (shape.size() == 3) s.shape[2] = Total(s.dim2);
   return s;
 }
 

@@ -28,8 +28,9 @@ uint64_t Total(const Intervals& v);
 struct SliceRole {
   bool fused = false;  // a fused expert tensor (a fusion target or a transpose pattern)
   ExpertRole role = ExpertRole::kNone;
-  int tp_dim = 0;  // the fused dim tensor parallelism cuts
-  int parts = 1;   // equal parts of tp_dim, each cut on its own
+  int tp_dim = 0;           // the fused dim tensor parallelism cuts; 0: none, every rank gets it whole
+  int parts = 1;            // equal parts of tp_dim, each cut on its own
+  uint64_t interleave = 1;  // sources alternating along tp_dim (gpt-oss gate, up): cut in whole groups
   bool scale = false;
   std::string rule;    // the fusion or transpose rule, for messages
   std::string weight;  // for a scale: the output name of the weight it scales
@@ -43,8 +44,9 @@ SliceRole RoleOf(const RuleSet& rules, const ModelConfig* config, std::string_vi
 // intermediate size), or nullopt when the tensor has no such dim.
 std::optional<uint64_t> CutSize(const SliceRole& role, const std::vector<uint64_t>& shape);
 
-// A rank's part of a tensor seen as [E, A, B]: experts [expert_begin,
-// expert_end) x dim1 x dim2, each dim's intervals concatenated in order.
+// A rank's part of a tensor seen as [E, A, B] ([E, A, 1] when 2-D, [E, 1,
+// rest] beyond 3-D): experts [expert_begin, expert_end) x dim1 x dim2, each
+// dim's intervals concatenated in order.
 struct RankSlice {
   bool whole = true;
   uint64_t expert_begin = 0, expert_end = 0;

@@ -7,7 +7,10 @@ namespace moepack::ops {
 Result<OrientationFit> FitOrientation(const RuleSet& rules, int rule, const ModelConfig& config,
                                       std::string_view prefix, const std::vector<uint64_t>& shape) {
   const TransposeRule& r = rules.transposes()[rule];
-  MOEPACK_ASSIGN_OR_RETURN(int64_t E, rules.NumExperts(config, prefix));
+  int64_t E = 0;  // only a shape that names E needs the expert count
+  if (RuleSet::NamesExperts(r.hub_shape)) {
+    MOEPACK_ASSIGN_OR_RETURN(E, rules.NumExperts(config, prefix));
+  }
   OrientationFit fit;
   MOEPACK_ASSIGN_OR_RETURN(fit.hub_shape, rules.EvalShape(config, r.hub_shape, E, prefix));
   MOEPACK_ASSIGN_OR_RETURN(fit.v5_shape, rules.EvalShape(config, r.v5_shape, E, prefix));
@@ -46,15 +49,17 @@ Result<TransposeOp> TransposeOp::Make(const RuleSet& rules, int rule, const Mode
 
 TransposeOp::TransposeOp(std::vector<uint64_t> shape, uint32_t elem_bytes, Orientation from, Orientation to)
     : shape_(std::move(shape)), elem_bytes_(elem_bytes), from_(from), to_(to) {
-  out_shape_ = changes() ? std::vector<uint64_t>{shape_[0], shape_[2], shape_[1]} : shape_;
+  out_shape_ = shape_;
+  if (changes()) std::swap(out_shape_[out_shape_.size() - 1], out_shape_[out_shape_.size() - 2]);
 }
 
 Pieces TransposeOp::Expert(uint64_t j) const {
-  const uint64_t slice = shape_[1] * shape_[2] * elem_bytes_;
+  const uint64_t rows = shape_[shape_.size() - 2], cols = shape_.back();
+  const uint64_t slice = rows * cols * elem_bytes_;
   Pieces p;
   if (slice == 0) return p;
   if (changes()) {
-    p.blocks.push_back(Block{j * slice, j * slice, shape_[1], shape_[2], elem_bytes_});
+    p.blocks.push_back(Block::Transposing(j * slice, j * slice, rows, cols, elem_bytes_));
   } else {
     p.runs.push_back(Run{j * slice, j * slice, slice});
   }

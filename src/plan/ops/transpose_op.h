@@ -1,6 +1,7 @@
 // The transpose op: an already-fused tensor [E, a, b] whose last two dims are
 // swapped between the Hub's layout and v5's (qwen3_vl_moe ships
-// gate_up_proj [E, H, 2I] where v5 holds [E, 2I, H]). Its inverse is itself.
+// gate_up_proj [E, H, 2I] where v5 holds [E, 2I, H]), or a 2-D tensor [a, b]
+// (ernie4_5_vl_moe's routers, [H, E] on the Hub). Its inverse is itself.
 // This file is the one place that decides, from a tensor's shape and
 // config.json, which of the two layouts a tensor is in; when the shape fits
 // both (H == 2I) it never guesses.
@@ -49,10 +50,11 @@ class TransposeOp {
 
   Orientation from() const { return from_; }
   bool changes() const { return from_ != to_; }
-  uint64_t experts() const { return shape_[0]; }
+  // Slices along dim 0 of a 3-D tensor; a 2-D tensor is one slice.
+  uint64_t experts() const { return shape_.size() == 3 ? shape_[0] : 1; }
   const std::vector<uint64_t>& output_shape() const { return out_shape_; }
-  // Where expert j's slice goes (input and output offsets relative to the
-  // whole tensor): one Block when the layout changes, one Run when not.
+  // Where slice j goes (input and output offsets relative to the whole
+  // tensor): one Block when the layout changes, one Run when not.
   Pieces Expert(uint64_t j) const;
 
  private:
