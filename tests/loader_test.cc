@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <string>
@@ -416,6 +417,28 @@ TEST(LoaderTest, RefusedReadsLeaveTheBuffersUntouched) {
   EXPECT_NE(s.message().find("lie outside"), std::string::npos) << s.message();
   EXPECT_EQ(bufs, before);
   EXPECT_EQ(l->bytes_read(), 0u);
+}
+
+// A failure on any worker stops the others and is what ReadMany returns.
+TEST(LoaderTest, AReadErrorOnAWorkerIsReturned) {
+  TempDir d;
+  Synth(d / "q", "--model-type qwen3_moe --dtype f32 --layers 2 --experts 4 --hidden 16 --intermediate 8");
+  auto l = Loader::Open(d / "q", {});
+  ASSERT_TRUE(l.ok()) << l.status().message();
+  for (const auto& f : std::filesystem::directory_iterator(d / "q")) {  // shrunk after Open
+    if (f.path().extension() == ".safetensors") std::filesystem::resize_file(f.path(), 64);
+  }
+  const auto& ts = l->tensors();
+  std::vector<std::string> bufs;
+  std::vector<ReadRequest> reqs;
+  bufs.reserve(ts.size());
+  for (size_t i = 0; i < ts.size(); ++i) {
+    bufs.emplace_back(ts[i].nbytes, '\0');
+    reqs.push_back(ReadRequest{i, bufs.back().data(), ts[i].nbytes});
+  }
+  Status s = l->ReadMany(reqs, {.threads = 2, .chunk_bytes = 256});
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("unexpected end of file"), std::string::npos) << s.message();
 }
 
 }  // namespace

@@ -25,7 +25,9 @@ Status ParallelFor(size_t n, int threads, const std::function<Status(size_t, int
   size_t failed_item = n;
   Status first;
   auto work = [&](int worker) {
-    for (size_t i; !failed.load(std::memory_order_relaxed) && (i = next.fetch_add(1)) < n;) {
+    while (!failed.load(std::memory_order_relaxed)) {
+      const size_t i = next.fetch_add(1);
+      if (i >= n) break;
       Status s = fn(i, worker);
       if (s.ok()) continue;
       std::lock_guard<std::mutex> lock(mu);
