@@ -4,8 +4,9 @@ Reads fill the host slots on worker threads (the GIL released) while the
 main thread issues the host-to-device copies; a slot is read into again
 only after the copy out of it has completed. Host memory stays at
 ``slots x slot_bytes`` however large a tensor is: each one is read in
-windows (``Loader.chunks``; a window is larger than a slot only for a block
-transposed from a fused-transposed source, which is never cut).
+windows (``Loader.chunks``; a window is larger than a slot only for a piece
+computed whole, such as a block transposed from a fused-transposed source,
+which is never cut: one expert's matrix at most).
 
 The copy is a function ``copy(dst, src)`` of two flat uint8 torch tensors
 (``dst`` a window of the target's storage on the device, ``src`` the
