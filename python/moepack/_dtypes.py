@@ -85,11 +85,6 @@ def storage_shape(name, shape):
     return shape[:-1] + (shape[-1] * bits // 8,)
 
 
-def empty(name, shape):
-    """An uninitialised numpy array to read a tensor into."""
-    return np.empty(storage_shape(name, shape), dtype=numpy_dtype(name))
-
-
 def to_torch(array, name, torch):
     """Wraps a numpy storage array as a torch tensor of the dtype (no copy)."""
     want = torch_dtype(name, torch)

@@ -227,7 +227,8 @@ def load(path, layout="fused", model_type=None, ep_rank=0, ep_size=1, tp_rank=0,
 
     Host buffers are reused: a tensor's memory is used again for a later
     tensor once nothing (no tensor, view or array made from it) refers to
-    it, so ``param.copy_(t)`` in a loop touches no fresh memory.
+    it, so a ``param.copy_(t)`` loop touches fresh memory only for the
+    first few tensors (a tensor the caller keeps is never overwritten).
 
     ``device``: yield tensors allocated on this torch device, read through
     ``ring`` (a :class:`HostRing`, default 4 pinned slots of 16 MiB): host
