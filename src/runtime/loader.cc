@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstddef>
 #include <cstring>
 #include <limits>
 #include <mutex>
@@ -352,11 +353,14 @@ Status Loader::State::ReadWindow(size_t i, const std::vector<Run>& runs, uint64_
   for (const Gather& g : pt.gathers) {
     const auto [lo, hi] = Extent(g, runs);
     if (lo >= hi || hi <= w0 || lo >= w1) continue;
-    if (lo >= w0 && hi <= w1) {
+    // Gathers store whole elements: straight into dst only where it is
+    // aligned for them (a window may start anywhere).
+    const bool aligned = reinterpret_cast<uintptr_t>(dst + (std::max(lo, w0) - w0)) % alignof(std::max_align_t) == 0;
+    if (lo >= w0 && hi <= w1 && aligned) {
       MOEPACK_RETURN_IF_ERROR(ReadGather(i, g, dst, w0, runs, reader));
       continue;
     }
-    std::vector<uint8_t> part(hi - lo);  // the window cuts the gather
+    std::vector<uint8_t> part(hi - lo);  // the window cuts the gather, or dst is misaligned
     MOEPACK_RETURN_IF_ERROR(ReadGather(i, g, part.data(), lo, runs, reader));
     const uint64_t s = std::max(lo, w0), e = std::min(hi, w1);
     std::memcpy(dst + (s - w0), part.data() + (s - lo), e - s);
