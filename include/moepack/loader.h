@@ -135,7 +135,7 @@ class Loader {
   Result<OwnedTensor> Read(size_t i) const;
   // Bytes [offset, offset + size) of tensor i's part into `dst` (`size`
   // bytes): a window of what ReadInto would write. Windows from Chunks read
-  // each source byte once; other windows may read a transposed block twice.
+  // each source byte once; other windows may read a gather twice.
   Status ReadRange(size_t i, uint64_t offset, void* dst, uint64_t size) const;
   // Every request over options.threads threads, each tensor cut by
   // Chunks(i, options.chunk_bytes) so that one large tensor keeps every
