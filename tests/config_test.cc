@@ -137,6 +137,8 @@ TEST(ConfigTest, Refusals) {
       {"num_experts_string", R"({"num_experts":"8"})", {"num_experts is not an integer"}},
       {"num_experts_bool", R"({"num_experts":true})", {"num_experts is not an integer"}},
       {"num_experts_array", R"({"num_experts":[8]})", {"num_experts is not an integer"}},
+      {"num_experts_per_layer", R"({"num_experts":[8, 8, 16, 16]})",
+       {"num_experts is not an integer", "per-layer expert counts is not supported"}},
       {"num_experts_object", R"({"num_experts":{}})", {"num_experts is not an integer"}},
       {"num_experts_huge", R"({"num_experts":9223372036854775808})", {"num_experts is not an integer"}},
       {"num_experts_huger", R"({"num_experts":18446744073709551616})", {"num_experts is not an integer"}},

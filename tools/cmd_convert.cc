@@ -1,6 +1,7 @@
 #include <atomic>
 #include <csignal>
 #include <iostream>
+#include <tuple>
 
 #include "command.h"
 #include "moepack/convert.h"
@@ -17,7 +18,7 @@ void OnInterrupt(int) { g_interrupted.store(true); }
 
 Action DefineConvert(CLI::App& sub) {
   struct Flags {
-    std::string src, dst, to = "fused", max_shard = "5GB";
+    std::string src, dst, to = "fused", max_shard = "5GB", dtype, block_size;
     RuleFlags rules;
     int threads = 0;
     bool dry_run = false, json = false, force = false, no_sync = false;
@@ -28,6 +29,11 @@ Action DefineConvert(CLI::App& sub) {
   sub.add_option("--to", f->to, "Target layout: fused or per-expert")->check(Accepts(ParseDirection));
   AddRuleFlags(sub, f->rules);
   sub.add_option("--max-shard-size", f->max_shard, "Largest output shard, e.g. 5GB, 500MB (decimal units)");
+  sub.add_option("--dtype", f->dtype,
+                 "bf16, f16 or f32: dequantize FP8 block-scaled and MXFP4 weights while converting; fp8: quantize")
+      ->check(Accepts(ParseDTypeChange));
+  sub.add_option("--block-size", f->block_size, "With --dtype fp8: the scale block, 128 (default) or ROWSxCOLS")
+      ->check(Accepts(ParseBlockSize));
   sub.add_option("--threads", f->threads, "Worker threads (default: one per core)")->check(CLI::Range(0, 64));
   sub.add_flag("--dry-run", f->dry_run, "Plan and validate only; write nothing");
   sub.add_flag("--json", f->json, "Print the plan summary as JSON");
@@ -51,6 +57,8 @@ Action DefineConvert(CLI::App& sub) {
     o.rules_file = f->rules.rules;
     o.max_shard_size = *size;
     o.source_layout = ToSourceLayout(f->rules.source_layout);
+    o.dtype = ParseDTypeChange(f->dtype).value();
+    if (!f->block_size.empty()) std::tie(o.block_rows, o.block_cols) = ParseBlockSize(f->block_size).value();
     o.threads = f->threads;
     o.force = f->force;
     o.sync = !f->no_sync;

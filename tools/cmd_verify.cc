@@ -32,7 +32,8 @@ Action DefineVerify(CLI::App& sub) {
     if (f->json) {
       std::cout << VerifyToJson(*r, f->forward) << "\n";
     } else if (r->ok) {
-      std::cout << "verified: " << f->dst << " is " << f->src << " converted to " << r->to << " (" << r->tensors
+      const std::string change = r->dtype.empty() ? "" : r->dtype == "fp8" ? ", quantized to fp8" : ", dequantized to " + r->dtype;
+      std::cout << "verified: " << f->dst << " is " << f->src << " converted to " << r->to << change << " (" << r->tensors
                 << " tensors, " << r->pieces << " pieces, " << r->bytes_hashed << " bytes hashed)\n";
       for (const auto& c : r->forward) {
         std::cout << "forward: " << c.layer << " max |diff| = " << c.max_abs_diff << " over " << c.experts_run

@@ -20,6 +20,8 @@ struct ConvertOptions {
   std::string rules_file;  // a user's rule file instead of a built-in family
   uint64_t max_shard_size = 5'000'000'000;
   SourceLayout source_layout = SourceLayout::kUnspecified;
+  DTypeChange dtype = DTypeChange::kKeep;  // see PlanOptions
+  uint64_t block_rows = 0, block_cols = 0;
   int threads = 0;
   bool force = false;
   bool sync = true;  // see ExecuteOptions::sync

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string_view>
+#include <utility>
 
 #include "moepack/plan.h"
 #include "moepack/rules.h"
@@ -22,5 +23,12 @@ std::string_view DirectionName(Direction d);
 
 // "" (let the shapes tell), "hf" (the Hub's) or "v5".
 Result<SourceLayout> ParseSourceLayout(std::string_view text);
+
+// "" (keep), "bf16", "f16", "f32" (dequantize) or "fp8" (quantize).
+Result<DTypeChange> ParseDTypeChange(std::string_view text);
+std::string_view DTypeChangeName(DTypeChange d);
+
+// An FP8 block: "128" (square) or "128x64" (rows x cols), each in [1, 65536].
+Result<std::pair<uint64_t, uint64_t>> ParseBlockSize(std::string_view text);
 
 }  // namespace moepack

@@ -78,21 +78,59 @@ struct PlannedShard {
 // Which layout a fused-but-ambiguous source is in: the Hub's or v5's.
 enum class SourceLayout { kUnspecified, kHub, kV5 };
 
+// What a conversion does to quantized weights (convert --dtype): keep them,
+// dequantize every FP8 block-scaled and MXFP4 weight to a float type, or
+// quantize float weights to FP8 with block scales.
+enum class DTypeChange { kKeep, kToBF16, kToF16, kToF32, kToFP8 };
+
 struct PlanOptions {
   Direction direction = Direction::kToFused;
   uint64_t max_shard_size = 5'000'000'000;  // decimal units, as the Hub
   SourceLayout source_layout = SourceLayout::kUnspecified;
+  DTypeChange dtype = DTypeChange::kKeep;
+  // kToFP8: the block of each scale; 0 takes config.json's or 128.
+  uint64_t block_rows = 0, block_cols = 0;
+};
+
+// A source tensor the conversion computes from stored ones instead of
+// reading it as stored: an FP8 weight dequantized with its block scales, an
+// MXFP4 weight decoded, or a float weight quantized (its FP8 codes, or its
+// scales). It is seen as `units` matrices [rows, cols] stacked (one per
+// expert and projection of a fused tensor, one for a plain weight); plan
+// ranges refer to its bytes as they read after the computation.
+struct ComputedSource {
+  enum class Kind { kDequantFP8, kDequantMXFP4, kQuantFP8, kQuantFP8Scales };
+  Kind kind = Kind::kDequantFP8;
+  std::string name;  // the stored tensor, for messages
+  DType dtype = DType::BF16;
+  std::vector<uint64_t> shape;
+  uint64_t nbytes = 0;
+  uint64_t units = 1, rows = 0, cols = 0;
+  // The stored data (FP8 codes, MXFP4 blocks, or the float weight) and its
+  // scales (FP8 weight_scale_inv, MXFP4 e8m0 scales; unused when quantizing).
+  uint32_t data_file = 0;
+  uint64_t data_offset = 0;  // absolute
+  DType data_dtype = DType::U8;
+  uint32_t scale_file = 0;
+  uint64_t scale_offset = 0;
+  uint64_t block_rows = 0, block_cols = 0;  // FP8 blocks; MXFP4: 1 x 32
 };
 
 struct Plan {
   std::string family;
   Direction direction = Direction::kToFused;
   std::string src_dir;
-  std::vector<std::string> src_files;  // indexed by CopyRange::src_file
+  // Indexed by CopyRange::src_file and BlockMove::src_file; an index past
+  // the files is computed[index - src_files.size()].
+  std::vector<std::string> src_files;
+  std::vector<ComputedSource> computed;
   std::vector<PlannedTensor> tensors;  // in output order
   std::vector<PlannedShard> shards;
-  std::vector<std::string> aux_files;  // relative to src_dir, copied as is
+  std::vector<std::string> aux_files;  // relative to src_dir, copied as is (but config.json, see below)
   std::string index_json;              // empty when one model.safetensors suffices
+  // config.json as DST gets it when the conversion changes what it says
+  // (quantization_config, torch_dtype); empty: copied as is.
+  std::string config_json;
   uint64_t total_bytes = 0;            // tensor bytes
   uint64_t source_tensors = 0;
   // Every tensor is copied under its own name: the checkpoint already is in

@@ -203,6 +203,8 @@ class RuleSet {
   // `given` lists the config fields used ("hidden_size=2048, ...").
   bool ResolveShape(const ModelConfig& config, const std::vector<std::string>& shape, int64_t num_experts,
                     std::string_view prefix, std::vector<uint64_t>* out, std::string* given) const;
+  // The value config.json gives dims symbol `symbol` under `prefix`.
+  std::optional<uint64_t> DimValue(const ModelConfig& config, const std::string& symbol, std::string_view prefix) const;
   // The divisor of dim `source_dim` of fusion `f`'s source_shape ("I/BR":
   // BR, the quantization block), from config.json; nullopt when the dim
   // divides nothing or config.json lacks it.

@@ -9,7 +9,10 @@
 // each expert is copied once, straight into its slot. To per-expert: each
 // fused tensor is cut into its experts as it arrives. Names are matched
 // after the rule set's renames, so a checkpoint saved under another prefix
-// (e.g. "model.language_model.") converts with the same rules.
+// (e.g. "model.language_model.") converts with the same rules. With a dtype
+// change (dequantizing), an FP8 weight and its weight_scale_inv (or MXFP4
+// blocks and scales) are held until both arrived and then go on as one
+// dequantized tensor.
 //
 // Thread safety: not thread-safe; use one converter per loading thread.
 #pragma once
@@ -49,12 +52,15 @@ class StreamingConverter {
  public:
   static Result<StreamingConverter> Create(RuleSet rules, ModelConfig config,
                                            Direction direction = Direction::kToFused,
-                                           SourceLayout source_layout = SourceLayout::kUnspecified);
+                                           SourceLayout source_layout = SourceLayout::kUnspecified,
+                                           DTypeChange dtype = DTypeChange::kKeep);
   StreamingConverter(StreamingConverter&&) noexcept;
   StreamingConverter& operator=(StreamingConverter&&) noexcept;
   ~StreamingConverter();
 
-  // True when `name` takes part in a conversion (after renames).
+  // True when `name` takes part in a conversion (after renames). With a
+  // dtype change, every tensor: only its dtype tells an F8 weight, and
+  // Convert hands back the ones no rule converts under their output names.
   bool CanHandle(std::string_view name) const;
   // The output name of a tensor that passes through unchanged.
   std::string Rename(std::string_view name) const;
@@ -66,7 +72,8 @@ class StreamingConverter {
   // tensor was already returned by Convert).
   Result<std::vector<OwnedTensor>> Finalize();
 
-  // Bytes currently held for incomplete fused tensors.
+  // Bytes currently held for incomplete fused tensors (and quantized
+  // weights waiting for their scales).
   uint64_t pending_bytes() const;
 
  private:

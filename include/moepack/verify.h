@@ -33,6 +33,7 @@ struct ForwardCheck {
 struct VerifyReport {
   bool ok = false;
   std::string to;              // "fused" or "per-expert": what DST is
+  std::string dtype;           // "" or the dtype change DST carries: "bf16", "f16", "f32", "fp8"
   uint64_t tensors = 0;        // DST tensors checked
   uint64_t pieces = 0;         // expert slices and whole tensors compared
   uint64_t bytes_hashed = 0;   // both sides

@@ -31,19 +31,35 @@ def inspect(path):
     return json.loads(_moepack.inspect(_path(path, "path")))
 
 
+def dtype_name(dtype):
+    """The library's spelling of a dtype change: None or "" (keep), "bf16",
+    "f16", "f32", "fp8", or the torch dtype torch.bfloat16 / float16 /
+    float32 / float8_e4m3fn."""
+    if dtype is None:
+        return ""
+    if isinstance(dtype, str):
+        return dtype
+    names = {"torch.bfloat16": "bf16", "torch.float16": "f16", "torch.float32": "f32", "torch.float8_e4m3fn": "fp8"}
+    if str(dtype) in names:
+        return names[str(dtype)]
+    raise InvalidArgumentError(f"dtype: {dtype!r} is not a dtype (bf16, f16, f32 or fp8)")
+
+
 def convert(src, dst, to="fused", model_type=None, rules=None, max_shard_size="5GB", threads=0, force=False,
-            dry_run=False, source_layout=None, sync=True):
+            dry_run=False, source_layout=None, sync=True, dtype=None):
     """Converts the checkpoint SRC into a new directory DST, as ``moepack
     convert``. Returns the plan summary that ``convert --json`` prints (with
     the per-tensor list for a dry run). ``to``: "fused" or "per-expert";
     ``rules``: a rule file instead of a built-in family; ``source_layout``:
     "hf" or "v5" for fused tensors whose shape is ambiguous. DST must not
     exist unless ``force``; nothing is written on error. ``sync=False`` skips
-    flushing DST to disk before it is published (``convert --no-sync``)."""
+    flushing DST to disk before it is published (``convert --no-sync``).
+    ``dtype``: "bf16", "f16" or "f32" (or the torch dtype) dequantizes every
+    FP8 block-scaled and MXFP4 weight while converting (``convert --dtype``)."""
     size = parse_size(max_shard_size)
     dst_s = "" if dst is None and dry_run else _path(dst, "dst (unless dry_run)")
     out = _moepack.convert(_path(src, "src"), dst_s, to, model_type or "", _opt_path(rules), size, int(threads),
-                           bool(force), bool(dry_run), source_layout, bool(sync))
+                           bool(force), bool(dry_run), source_layout, bool(sync), dtype_name(dtype))
     return json.loads(out)
 
 

@@ -67,6 +67,12 @@ Direction ParseTo(const std::string& to, const char* arg = "to") {
   return *d;
 }
 
+DTypeChange ParseDTypeArg(const std::string& s) {
+  auto d = ParseDTypeChange(s);
+  if (!d.ok()) throw StatusError{d.status().WithPrefix("dtype")};
+  return *d;
+}
+
 SourceLayout ParseLayoutArg(const std::optional<std::string>& s) {
   auto l = ParseSourceLayout(s.value_or(""));
   if (!l.ok()) throw StatusError{l.status().WithPrefix("source_layout")};
@@ -126,9 +132,11 @@ std::string PyInspect(const std::string& path) {
 
 std::string PyConvert(const std::string& src, const std::string& dst, const std::string& to,
                       const std::string& model_type, const std::string& rules, uint64_t max_shard_size, int threads,
-                      bool force, bool dry_run, const std::optional<std::string>& source_layout, bool sync) {
+                      bool force, bool dry_run, const std::optional<std::string>& source_layout, bool sync,
+                      const std::string& dtype) {
   ConvertOptions o;
   o.direction = ParseTo(to);
+  o.dtype = ParseDTypeArg(dtype);
   o.model_type = model_type;
   o.rules_file = rules;
   o.max_shard_size = max_shard_size;
@@ -296,7 +304,7 @@ PYBIND11_MODULE(_moepack, m) {
   m.def("inspect", &PyInspect, py::arg("path"));
   m.def("convert", &PyConvert, py::arg("src"), py::arg("dst"), py::arg("to"), py::arg("model_type"), py::arg("rules"),
         py::arg("max_shard_size"), py::arg("threads"), py::arg("force"), py::arg("dry_run"), py::arg("source_layout"),
-        py::arg("sync"));
+        py::arg("sync"), py::arg("dtype"));
   m.def("verify", &PyVerify, py::arg("src"), py::arg("dst"), py::arg("model_type"), py::arg("rules"),
         py::arg("source_layout"), py::arg("threads"), py::arg("forward"));
   m.def("families", &PyFamilies);

@@ -63,10 +63,13 @@ Result<ModelConfig> ModelConfig::Parse(const std::string& text, const std::strin
     for (const auto& p : kNestedPrefixes) {
       std::string key = p + k;
       // null and 0 occur in real configs of dense variants: they mean "no
-      // routed experts", and conversion refuses them only where it fuses;
-      // a list (hunyuan: one count per layer) is for the rules to judge.
-      if (c.present_.count(key) && !c.ints_.count(key) && !c.nulls_.count(key) && !c.ints_.count(key + ".0")) {
-        return Status::Corrupt(what + ": " + key + " is not an integer");
+      // routed experts", and conversion refuses them only where it fuses.
+      if (c.present_.count(key) && !c.ints_.count(key) && !c.nulls_.count(key)) {
+        // Hunyuan configs may give one count per layer: which layer a tensor
+        // is in is not something the rules know, so say so.
+        const bool list = c.ints_.count(key + ".0") > 0;
+        return Status::Corrupt(what + ": " + key + " is not an integer" +
+                               (list ? " (a list of per-layer expert counts is not supported)" : ""));
       }
       if (auto v = c.Int(key); v && *v < 0) return Status::Corrupt(what + ": " + key + " must not be negative");
     }

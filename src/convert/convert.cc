@@ -7,6 +7,9 @@ Result<RuleSet> ChooseRules(const Checkpoint& src, const std::string& model_type
 }
 
 Result<ConvertResult> Convert(const std::string& src, const std::string& dst, const ConvertOptions& options) {
+  if (options.dtype != DTypeChange::kToFP8 && (options.block_rows || options.block_cols)) {
+    return Status::InvalidArgument("--block-size applies to --dtype fp8 only");
+  }
   // Cheap path checks first, so a bad DST fails before headers are read.
   if (!options.dry_run || !dst.empty()) MOEPACK_RETURN_IF_ERROR(CheckDestination(src, dst, options.force));
   MOEPACK_ASSIGN_OR_RETURN(Checkpoint ckpt, Checkpoint::Open(src));
@@ -15,6 +18,9 @@ Result<ConvertResult> Convert(const std::string& src, const std::string& dst, co
   po.direction = options.direction;
   po.max_shard_size = options.max_shard_size;
   po.source_layout = options.source_layout;
+  po.dtype = options.dtype;
+  po.block_rows = options.block_rows;
+  po.block_cols = options.block_cols;
   MOEPACK_ASSIGN_OR_RETURN(Plan plan, MakePlan(ckpt, rules, po));
   ConvertResult result{std::move(plan), {}};
   if (options.dry_run) return result;

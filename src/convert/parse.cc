@@ -1,6 +1,7 @@
 #include "moepack/parse.h"
 
 #include <cctype>
+#include <optional>
 #include <string>
 
 namespace moepack {
@@ -46,6 +47,48 @@ Result<SourceLayout> ParseSourceLayout(std::string_view text) {
   if (text == "hf") return SourceLayout::kHub;
   if (text == "v5") return SourceLayout::kV5;
   return Status::InvalidArgument("'" + std::string(text) + "' is not a source layout (hf or v5)");
+}
+
+}  // namespace moepack
+
+namespace moepack {
+
+Result<std::pair<uint64_t, uint64_t>> ParseBlockSize(std::string_view text) {
+  auto number = [](std::string_view t) -> std::optional<uint64_t> {
+    if (t.empty() || t.size() > 5 || t.find_first_not_of("0123456789") != std::string_view::npos) return std::nullopt;
+    const uint64_t v = std::stoull(std::string(t));
+    if (v == 0 || v > 65536) return std::nullopt;
+    return v;
+  };
+  const size_t x = text.find('x');
+  auto r = number(text.substr(0, x));
+  auto c = x == std::string_view::npos ? r : number(text.substr(x + 1));
+  if (!r || !c) {
+    return Status::InvalidArgument("'" + std::string(text) + "' is not a block size (e.g. 128 or 128x128, at most 65536)");
+  }
+  return std::make_pair(*r, *c);
+}
+
+namespace {
+constexpr std::pair<std::string_view, DTypeChange> kDTypeChanges[] = {{"", DTypeChange::kKeep},
+                                                                     {"bf16", DTypeChange::kToBF16},
+                                                                     {"f16", DTypeChange::kToF16},
+                                                                     {"f32", DTypeChange::kToF32},
+                                                                     {"fp8", DTypeChange::kToFP8}};
+}  // namespace
+
+std::string_view DTypeChangeName(DTypeChange d) {
+  for (const auto& [name, c] : kDTypeChanges) {
+    if (c == d) return name;
+  }
+  return "";
+}
+
+Result<DTypeChange> ParseDTypeChange(std::string_view text) {
+  for (const auto& [name, d] : kDTypeChanges) {
+    if (text == name) return d;
+  }
+  return Status::InvalidArgument("'" + std::string(text) + "' is not a dtype (bf16, f16, f32 or fp8)");
 }
 
 }  // namespace moepack

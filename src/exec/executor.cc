@@ -24,6 +24,7 @@
 #include <unordered_map>
 
 #include "exec/atomic_dir.h"
+#include "plan/ops/dtype_op.h"
 #include "plan/ops/pieces.h"
 #include "plan/ops/transpose_kernel.h"
 #include "util/file.h"
@@ -122,17 +123,43 @@ Status TransposeBands(const File& src, const BlockMove& t, const File& dst, uint
   return Status::OK();
 }
 
+// The plan's sources: stored files, then the tensors computed from them
+// (dequantized, quantized).
+class Sources {
+ public:
+  Sources(const Plan& plan, std::vector<File> files) : plan_(plan), files_(std::move(files)) {}
+  bool stored(uint32_t i) const { return i < files_.size(); }
+  const File& file(uint32_t i) const { return files_[i]; }
+  Status Read(uint32_t i, uint64_t offset, uint64_t len, void* dst) const {
+    if (stored(i)) return files_[i].ReadAt(offset, dst, len);
+    return ops::ReadComputed(plan_.computed[i - files_.size()], offset, len, dst,
+                             [this](uint32_t f, uint64_t o, uint64_t n, void* d) { return files_[f].ReadAt(o, d, n); });
+  }
+
+ private:
+  const Plan& plan_;
+  std::vector<File> files_;
+};
+
+// A copy range of a computed source: computed in memory, then written.
+Status ComputeBytes(const Sources& srcs, uint32_t src, uint64_t src_off, const File& dst, uint64_t dst_off,
+                    uint64_t len, std::vector<char>& buf) {
+  buf.resize(len);
+  MOEPACK_RETURN_IF_ERROR(srcs.Read(src, src_off, len, buf.data()));
+  return dst.WriteAt(dst_off, buf.data(), len);
+}
+
 // A gather: every block read whole and moved into the region, which is then
 // written at once. `dst_off` is where the region starts in the output file.
-Status GatherBytes(const std::vector<File>& srcs, const Gather& g, const File& dst, uint64_t dst_off,
-                   std::vector<char>& in, std::vector<char>& out) {
-  if (g.blocks.size() == 1 && g.blocks[0].IsTranspose() && g.length > kJobBytes) {
-    return TransposeBands(srcs[g.blocks[0].src_file], g.blocks[0], dst, dst_off, in, out);
+Status GatherBytes(const Sources& srcs, const Gather& g, const File& dst, uint64_t dst_off, std::vector<char>& in,
+                   std::vector<char>& out) {
+  if (g.blocks.size() == 1 && g.blocks[0].IsTranspose() && g.length > kJobBytes && srcs.stored(g.blocks[0].src_file)) {
+    return TransposeBands(srcs.file(g.blocks[0].src_file), g.blocks[0], dst, dst_off, in, out);
   }
   out.resize(g.length);
   for (const BlockMove& b : g.blocks) {
     in.resize(b.src_span());
-    MOEPACK_RETURN_IF_ERROR(srcs[b.src_file].ReadAt(b.src_offset, in.data(), in.size()));
+    MOEPACK_RETURN_IF_ERROR(srcs.Read(b.src_file, b.src_offset, in.size(), in.data()));
     ops::Apply(ops::Block{0, b.dst_offset - g.dst_offset, b.rows, b.cols, b.elem_bytes, b.src_row_stride,
                           b.src_col_stride, b.dst_row_stride, b.dst_col_stride},
                in.data(), out.data());
@@ -177,10 +204,12 @@ class Execution {
   Result<ExecuteReport> Run() {
     MOEPACK_RETURN_IF_ERROR(CheckDestination(plan_.src_dir, dst_, options_.force));
     // Every source first: a vanished file fails before anything is made.
+    std::vector<File> files;
     for (const auto& p : plan_.src_files) {
       MOEPACK_ASSIGN_OR_RETURN(File f, File::OpenRead(p));
-      srcs_.push_back(std::move(f));
+      files.push_back(std::move(f));
     }
+    srcs_ = std::make_unique<Sources>(plan_, std::move(files));
     MOEPACK_ASSIGN_OR_RETURN(out_, internal::AtomicDir::Begin(dst_, options_.force, &report_.removed_stale));
     MOEPACK_RETURN_IF_ERROR(CheckFreeSpace());
     MOEPACK_RETURN_IF_ERROR(MakeShards());
@@ -241,7 +270,7 @@ class Execution {
       lane.unfinished = lane.jobs.size();
       for (const Job& j : lane.jobs) {
         lane.bytes_left += j.part_length;
-        if (j.gather) lane.max_writers = 64;
+        if (j.gather || !srcs_->stored(j.copy->src_file)) lane.max_writers = 64;
       }
       total_ += lane.bytes_left;
     }
@@ -279,9 +308,16 @@ class Execution {
     bool use_cfr = true;
     Lane* lane = nullptr;
     while (auto j = Next(lane)) {
-      Status st = j->copy ? CopyBytes(srcs_[j->copy->src_file], j->copy->src_offset + j->part_offset,
-                                      dsts_[j->dst_file], j->dst_offset, j->part_length, buf, use_cfr)
-                          : GatherBytes(srcs_, *j->gather, dsts_[j->dst_file], j->dst_offset, tin, tout);
+      Status st;
+      if (j->gather) {
+        st = GatherBytes(*srcs_, *j->gather, dsts_[j->dst_file], j->dst_offset, tin, tout);
+      } else if (srcs_->stored(j->copy->src_file)) {
+        st = CopyBytes(srcs_->file(j->copy->src_file), j->copy->src_offset + j->part_offset, dsts_[j->dst_file],
+                       j->dst_offset, j->part_length, buf, use_cfr);
+      } else {
+        st = ComputeBytes(*srcs_, j->copy->src_file, j->copy->src_offset + j->part_offset, dsts_[j->dst_file],
+                          j->dst_offset, j->part_length, tout);
+      }
       // Writeback starts behind the copy instead of all at the fsync: the disk
       // works while the next job copies (a 1-layer conversion took 40% less
       // time on the benchmark machine, see docs/benchmarks.md).
@@ -333,6 +369,13 @@ class Execution {
       const fs::path to = fs::path(out_->path()) / rel;
       fs::create_directories(to.parent_path(), ec);
       if (ec) return Status::IOError(to.parent_path().string() + ": cannot create directory (" + ec.message() + ")");
+      if (rel == "config.json" && !plan_.config_json.empty()) {
+        MOEPACK_ASSIGN_OR_RETURN(File o, File::Create(to.string()));
+        MOEPACK_RETURN_IF_ERROR(o.WriteAt(0, plan_.config_json.data(), plan_.config_json.size()));
+        if (options_.sync) MOEPACK_RETURN_IF_ERROR(o.Sync());
+        MOEPACK_RETURN_IF_ERROR(o.Close());
+        continue;
+      }
       MOEPACK_ASSIGN_OR_RETURN(File in, File::OpenRead((fs::path(plan_.src_dir) / rel).string()));
       MOEPACK_ASSIGN_OR_RETURN(uint64_t size, in.Size());
       MOEPACK_ASSIGN_OR_RETURN(File o, File::Create(to.string()));
@@ -348,7 +391,8 @@ class Execution {
   const std::string& dst_;
   const ExecuteOptions& options_;
   ExecuteReport report_;
-  std::vector<File> srcs_, dsts_;
+  std::unique_ptr<Sources> srcs_;
+  std::vector<File> dsts_;
   std::unique_ptr<internal::AtomicDir> out_;
   std::vector<Lane> lanes_;
   uint64_t total_ = 0;

@@ -4,6 +4,7 @@
 // then validation of each group before any output tensor is laid out. What
 // an op does to shapes and bytes comes from the op model (plan/ops).
 #include <algorithm>
+#include <deque>
 #include <map>
 #include <set>
 #include <unordered_map>
@@ -11,6 +12,7 @@
 #include "moepack/natural_order.h"
 #include "moepack/plan.h"
 #include "plan/ops/chunk_op.h"
+#include "plan/ops/dtype_op.h"
 #include "plan/ops/fusion_op.h"
 #include "plan/ops/scales.h"
 #include "plan/ops/transpose_op.h"
@@ -85,6 +87,10 @@ class Planner {
   };
 
   Status Collect();
+  Status ChangeDTypes();
+  Status Quantize();
+  Status CheckQuantMethod() const;
+  void UseComputed(Source& s, ComputedSource c, std::string name);
   Status CollectForward(const Source& s);
   Status CollectReverse(const Source& s);
   Result<std::string> V5Name(const Source& s) const;
@@ -99,6 +105,7 @@ class Planner {
   Result<int64_t> Experts(const std::string& prefix, int fusion);
   Status Emit(PlannedTensor t, const std::string& from);
   Status MakeShards();
+  Status RewriteConfig();
 
   const Checkpoint& src_;
   const RuleSet rules_;  // bound to the source's config.json
@@ -110,6 +117,10 @@ class Planner {
   std::unordered_map<std::string, std::string> produced_;  // output name -> what made it
   ops::FusedTensors fused_;                                 // fused tensors made or cut
   bool changed_ = false;                                    // some tensor is converted or renamed
+  std::deque<TensorInfo> computed_infos_;                   // what computed sources read as
+  std::vector<bool> consumed_;                              // per source: folded into a computed one
+  std::vector<std::string> kept_float_;                     // linear modules quantizing leaves in float (v5 names)
+  std::pair<uint64_t, uint64_t> quant_block_{ops::kDefaultFP8Block, ops::kDefaultFP8Block};
 };
 
 Result<int64_t> Planner::Experts(const std::string& prefix, int fusion) {
@@ -216,13 +227,96 @@ Status Planner::CollectReverse(const Source& s) {
 }
 
 Status Planner::Collect() {
-  sources_.reserve(src_.names().size());
+  // Room for a computed source per tensor (quantizing adds the scales).
+  sources_.reserve(2 * src_.names().size());
   for (const std::string& name : src_.names()) {
     const TensorLocation* loc = src_.Find(name);
     sources_.push_back(Source{loc->shard, loc->info, src_.shards()[loc->shard].header.data_start(), name});
   }
-  for (const Source& s : sources_) {
+  consumed_.assign(sources_.size(), false);
+  if (opt_.dtype != DTypeChange::kKeep) MOEPACK_RETURN_IF_ERROR(ChangeDTypes());
+  for (size_t i = 0; i < sources_.size(); ++i) {
+    if (consumed_[i]) continue;
+    const Source& s = sources_[i];
     MOEPACK_RETURN_IF_ERROR(opt_.direction == Direction::kToFused ? CollectForward(s) : CollectReverse(s));
+  }
+  return Status::OK();
+}
+
+// Only methods whose numerics moepack reproduces are converted.
+Status Planner::CheckQuantMethod() const {
+  if (!src_.config()) return Status::OK();
+  for (const char* path : {"quantization_config.quant_method", "text_config.quantization_config.quant_method"}) {
+    auto m = src_.config()->String(path);
+    if (m && *m != "fp8" && *m != "mxfp4") {
+      return Status::InvalidArgument("config.json: " + std::string(path) + " is '" + *m +
+                                     "'; moepack converts the dtype of fp8 block-scaled and mxfp4 checkpoints only");
+    }
+  }
+  return Status::OK();
+}
+
+void Planner::UseComputed(Source& s, ComputedSource c, std::string name) {
+  computed_infos_.push_back(TensorInfo{name, c.dtype, c.shape, 0, c.nbytes});
+  s.file = static_cast<uint32_t>(plan_.src_files.size() + plan_.computed.size());
+  s.info = &computed_infos_.back();
+  s.data_start = 0;
+  s.name = std::move(name);
+  plan_.computed.push_back(std::move(c));
+  changed_ = true;
+}
+
+// Dequantization: each F8_E4M3 weight with its weight_scale_inv, each MXFP4
+// weight with its scales, becomes one computed source in the target float
+// type under the weight's name; the scales are consumed. Pairs are found on
+// v5 names, so that renamed scales (DeepSeek-V4's ".scale") pair too.
+Status Planner::ChangeDTypes() {
+  if (opt_.dtype == DTypeChange::kToFP8) return Quantize();
+  MOEPACK_RETURN_IF_ERROR(CheckQuantMethod());
+  std::unordered_map<std::string, size_t> by_v5;
+  std::vector<std::string> v5(sources_.size());
+  for (size_t i = 0; i < sources_.size(); ++i) {
+    MOEPACK_ASSIGN_OR_RETURN(v5[i], V5Name(sources_[i]));
+    by_v5.emplace(v5[i], i);
+  }
+  auto stored = [&](size_t i) {
+    const Source& s = sources_[i];
+    return ops::StoredTensor{s.name, s.file, s.abs_begin(), s.info->dtype, s.info->shape};
+  };
+  const ModelConfig* config = src_.config() ? &*src_.config() : nullptr;
+  const DType out = ops::TargetFloat(opt_.dtype);
+  for (size_t i = 0; i < sources_.size(); ++i) {
+    const TensorInfo& t = *sources_[i].info;
+    const ops::QuantPart part = ops::QuantPartOf(v5[i], t.dtype);
+    if (part != ops::QuantPart::kFP8Weight && part != ops::QuantPart::kMXFP4Blocks) continue;
+    auto it = by_v5.find(ops::PartnerOf(v5[i], part));
+    if (it == by_v5.end()) {
+      return Status::Corrupt("'" + sources_[i].name + "' is " +
+                             (part == ops::QuantPart::kFP8Weight ? std::string(DTypeName(t.dtype)) : "MXFP4 blocks") +
+                             " but there is no '" + ops::PartnerOf(v5[i], part) + "' to dequantize it with");
+    }
+    auto computed = [&]() -> Result<ComputedSource> {
+      if (part == ops::QuantPart::kMXFP4Blocks) return ops::DequantMXFP4(stored(i), stored(it->second), out);
+      MOEPACK_ASSIGN_OR_RETURN(uint64_t units, ops::QuantizedMatrices(rules_, v5[i], t.shape));
+      auto m = rules_.MatchTarget(v5[i]);
+      const auto [br, bc] = ops::FP8Block(rules_, config, m ? std::string_view(m->prefix) : std::string_view());
+      return ops::DequantFP8(stored(i), stored(it->second), units, br, bc, out);
+    };
+    MOEPACK_ASSIGN_OR_RETURN(ComputedSource c, computed());
+    consumed_[it->second] = true;
+    // The stored name with the pair's suffix gone: MXFP4 X_blocks reads as X.
+    const std::string& name = sources_[i].name;
+    const size_t cut = v5[i].size() - ops::DequantizedName(v5[i], part).size();
+    UseComputed(sources_[i], std::move(c), name.substr(0, name.size() - cut));
+  }
+  // Scales left over scale nothing: they would stay beside float weights.
+  for (size_t i = 0; i < sources_.size(); ++i) {
+    if (consumed_[i] || sources_[i].file >= plan_.src_files.size()) continue;  // paired, or computed
+    const ops::QuantPart part = ops::QuantPartOf(v5[i], sources_[i].info->dtype);
+    if (part == ops::QuantPart::kFP8Scales || part == ops::QuantPart::kMXFP4Scales) {
+      return Status::Corrupt("'" + sources_[i].name + "' scales no quantized weight of this checkpoint ('" +
+                             ops::PartnerOf(v5[i], part) + "' is not there)");
+    }
   }
   return Status::OK();
 }
@@ -402,6 +496,75 @@ Status Planner::CheckScales() {
   return Status::OK();
 }
 
+// Quantization: each float weight an FP8 checkpoint quantizes becomes two
+// computed sources, its FP8 codes under its name and its block scales
+// under name + "_scale_inv"; the rules then fuse or cut the scales like the
+// weights, as FP8 checkpoints hold them.
+Status Planner::Quantize() {
+  const size_t n = sources_.size();
+  for (size_t i = 0; i < n; ++i) {
+    MOEPACK_ASSIGN_OR_RETURN(std::string v5, V5Name(sources_[i]));
+    const TensorInfo& t = *sources_[i].info;
+    if (IsFloat8(t.dtype)) {
+      return Status::InvalidArgument("'" + sources_[i].name + "' is " + std::string(DTypeName(t.dtype)) +
+                                     " already: --dtype fp8 quantizes float checkpoints");
+    }
+    if (!ops::QuantizesToFP8(rules_, v5, t.dtype, t.shape)) {
+      if (t.shape.size() == 2 && v5.size() > 7 && v5.compare(v5.size() - 7, 7, ".weight") == 0) {
+        kept_float_.push_back(v5.substr(0, v5.size() - 7));
+      }
+      continue;
+    }
+    MOEPACK_ASSIGN_OR_RETURN(uint64_t units, ops::QuantizedMatrices(rules_, v5, t.shape));
+    const uint64_t br = opt_.block_rows ? opt_.block_rows : ops::kDefaultFP8Block;
+    const uint64_t bc = opt_.block_cols ? opt_.block_cols : ops::kDefaultFP8Block;
+    const Source& s = sources_[i];
+    const ops::StoredTensor w{s.name, s.file, s.abs_begin(), t.dtype, t.shape};
+    MOEPACK_ASSIGN_OR_RETURN(ComputedSource codes, ops::QuantFP8(w, units, br, bc, false));
+    MOEPACK_ASSIGN_OR_RETURN(ComputedSource scales, ops::QuantFP8(w, units, br, bc, true));
+    sources_.push_back(s);  // the scales, a source of their own
+    consumed_.push_back(false);
+    UseComputed(sources_.back(), std::move(scales), s.name + "_scale_inv");
+    UseComputed(sources_[i], std::move(codes), sources_[i].name);
+    quant_block_ = {br, bc};
+  }
+  return Status::OK();
+}
+
+// A dequantized checkpoint is a float one: config.json loses its
+// quantization_config and names the dtype its weights are now in.
+// A quantized one gains the quantization_config FP8 checkpoints carry.
+Status Planner::RewriteConfig() {
+  if (!src_.config()) return Status::OK();
+  auto j = nlohmann::ordered_json::parse(src_.config()->text(), nullptr, false);
+  if (!j.is_object()) return Status::OK();
+  if (opt_.dtype == DTypeChange::kToFP8) {
+    nlohmann::ordered_json q;
+    q["activation_scheme"] = "dynamic";
+    q["fmt"] = "e4m3";
+    q["quant_method"] = "fp8";
+    q["weight_block_size"] = {quant_block_.first, quant_block_.second};
+    // The linear layers left in float, under their output names, so that a
+    // loader does not expect scales for them.
+    std::vector<std::string> kept;
+    for (const std::string& m : kept_float_) kept.push_back(rules_.Rename(m, opt_.direction));
+    std::sort(kept.begin(), kept.end(), NaturalLess);
+    q["modules_to_not_convert"] = kept;
+    j["quantization_config"] = q;
+    plan_.config_json = j.dump(2) + "\n";
+    return Status::OK();
+  }
+  const std::string dtype = ops::TorchDTypeName(ops::TargetFloat(opt_.dtype));
+  for (nlohmann::ordered_json* c : {&j, j.contains("text_config") && j["text_config"].is_object() ? &j["text_config"] : nullptr}) {
+    if (!c) continue;
+    c->erase("quantization_config");
+    if (c->contains("torch_dtype") || c == &j) (*c)["torch_dtype"] = dtype;
+    if (c->contains("dtype")) (*c)["dtype"] = dtype;
+  }
+  plan_.config_json = j.dump(2) + "\n";
+  return Status::OK();
+}
+
 Status Planner::MakeShards() {
   std::vector<uint32_t> order(plan_.tensors.size());
   for (uint32_t i = 0; i < order.size(); ++i) order[i] = i;
@@ -460,6 +623,7 @@ Result<Plan> Planner::Run() {
   MOEPACK_RETURN_IF_ERROR(FinishGroups());
   for (const auto& t : plan_.tensors) plan_.total_bytes += t.nbytes;
   plan_.unchanged = !changed_;
+  if (opt_.dtype != DTypeChange::kKeep && !plan_.computed.empty()) MOEPACK_RETURN_IF_ERROR(RewriteConfig());
   MOEPACK_RETURN_IF_ERROR(MakeShards());
   return std::move(plan_);
 }

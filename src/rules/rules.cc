@@ -763,6 +763,11 @@ bool RuleSet::ResolveShape(const ModelConfig& config, const std::vector<std::str
   return true;
 }
 
+std::optional<uint64_t> RuleSet::DimValue(const ModelConfig& config, const std::string& symbol,
+                                          std::string_view prefix) const {
+  return EvalDim(config, symbol, 0, prefix, nullptr, nullptr);
+}
+
 bool RuleSet::NamesExperts(const std::vector<std::string>& shape) {
   for (const std::string& e : shape) {
     const size_t slash = e.find('/');

@@ -4,6 +4,7 @@
 #include <map>
 
 #include "plan/ops/chunk_op.h"
+#include "plan/ops/dtype_op.h"
 #include "plan/ops/fusion_op.h"
 #include "plan/ops/scales.h"
 #include "plan/ops/transpose_op.h"
@@ -33,6 +34,15 @@ struct StreamingConverter::State {
   ModelConfig config;
   Direction direction;
   SourceLayout layout;
+  DTypeChange dtype;
+  // One half of a quantized pair, by v5 name, until the other arrives.
+  struct Held {
+    std::string name;
+    DType dtype;
+    std::vector<uint64_t> shape;
+    std::vector<uint8_t> bytes;
+  };
+  std::map<std::string, Held> held;
   struct Pending {
     int fusion;
     ops::FusionOp op;
@@ -65,6 +75,15 @@ struct StreamingConverter::State {
                                              const TensorView& t);
   // The name in v5's vocabulary, whichever layout the tensor arrives in.
   std::string V5(std::string_view name) const { return rules.Rename(name, Direction::kToFused); }
+  ops::QuantPart PartOf(std::string_view name, DType dtype) const {
+    return dtype_change() ? ops::QuantPartOf(V5(name), dtype) : ops::QuantPart::kNone;
+  }
+  bool dtype_change() const { return dtype != DTypeChange::kKeep; }
+  bool HandlesLayout(const std::string& v5) const;
+  Result<std::vector<OwnedTensor>> ConvertLayout(const std::string& name, const TensorView& t);
+  // A tensor no rule converts, handed back under its output name.
+  std::vector<OwnedTensor> PassThrough(const std::string& name, const TensorView& t) const;
+  Result<std::vector<OwnedTensor>> Dequantize(const std::string& name, const TensorView& t, ops::QuantPart part);
 };
 
 StreamingConverter::StreamingConverter(std::unique_ptr<State> s) : s_(std::move(s)) {}
@@ -73,23 +92,32 @@ StreamingConverter& StreamingConverter::operator=(StreamingConverter&&) noexcept
 StreamingConverter::~StreamingConverter() = default;
 
 Result<StreamingConverter> StreamingConverter::Create(RuleSet rules, ModelConfig config, Direction direction,
-                                                      SourceLayout source_layout) {
+                                                      SourceLayout source_layout, DTypeChange dtype) {
+  if (dtype == DTypeChange::kToFP8) {
+    return Status::InvalidArgument("the streaming converter dequantizes; it does not quantize to fp8");
+  }
   MOEPACK_ASSIGN_OR_RETURN(RuleSet bound, rules.Bind(config));
-  auto s = std::make_unique<State>(State{std::move(bound), std::move(config), direction, source_layout, {}, {}, {}});
+  auto s = std::make_unique<State>(
+      State{std::move(bound), std::move(config), direction, source_layout, dtype, {}, {}, {}, {}});
   return StreamingConverter(std::move(s));
 }
 
 bool StreamingConverter::CanHandle(std::string_view name) const {
-  const std::string n = s_->V5(name);
-  const RuleSet& r = s_->rules;
+  // Dequantizing, every tensor: an F8_E4M3 weight is known as one only by
+  // its dtype, which Convert sees.
+  if (s_->dtype_change()) return true;
+  return s_->HandlesLayout(s_->V5(name));
+}
+
+bool StreamingConverter::State::HandlesLayout(const std::string& n) const {
+  const RuleSet& r = rules;
   if (r.MatchTranspose(n)) return true;
-  if (s_->direction == Direction::kToFused) {
+  auto c = r.MatchChunk(n);
+  if (direction == Direction::kToFused) {
     // Leftovers are "handled" so that Convert can refuse them.
-    auto c = r.MatchChunk(n);
     return r.MatchSource(n) || r.MatchExpertLeftover(n) || (c && c->part < 0);
   }
   // So are fused tensors in a form the rules cannot cut.
-  auto c = r.MatchChunk(n);
   return r.MatchTarget(n) || r.MatchTargetSibling(n) || (c && c->part >= 0);
 }
 
@@ -101,6 +129,7 @@ uint64_t StreamingConverter::pending_bytes() const {
   uint64_t n = 0;
   for (const auto& [k, p] : s_->pending) n += p.out.nbytes;
   for (const auto& [k, p] : s_->chunks) n += p.out.nbytes;
+  for (const auto& [k, h] : s_->held) n += h.bytes.size();
   return n;
 }
 
@@ -111,27 +140,92 @@ Result<std::vector<OwnedTensor>> StreamingConverter::Convert(std::string_view na
     return Status::InvalidArgument("'" + std::string(name) + "': " + std::to_string(t.nbytes) + " bytes do not match " +
                                    std::string(DTypeName(t.dtype)) + " " + internal::ShapeString(t.shape));
   }
-  const std::string n = s_->V5(name);
-  const RuleSet& r = s_->rules;
-  if (s_->direction == Direction::kToFused) {
-    if (auto m = r.MatchSource(n)) return s_->Fuse(*m, std::string(name), t);
+  if (const ops::QuantPart part = s_->PartOf(name, t.dtype); part != ops::QuantPart::kNone) {
+    return s_->Dequantize(std::string(name), t, part);
+  }
+  if (s_->dtype_change() && !s_->HandlesLayout(s_->V5(name))) return s_->PassThrough(std::string(name), t);
+  return s_->ConvertLayout(std::string(name), t);
+}
+
+// An FP8 weight and its scales, or MXFP4 blocks and scales: the first to
+// arrive is held, the second completes the pair, and the dequantized
+// tensor goes on under the weight's name.
+Result<std::vector<OwnedTensor>> StreamingConverter::State::Dequantize(const std::string& name, const TensorView& t,
+                                                                       ops::QuantPart part) {
+  const std::string v5 = V5(name);
+  auto other = held.find(ops::PartnerOf(v5, part));
+  if (other == held.end()) {
+    if (held.count(v5)) return Status::Corrupt("'" + name + "' arrived twice");
+    Held h{name, t.dtype, t.shape, std::vector<uint8_t>(t.nbytes)};
+    if (t.nbytes) std::memcpy(h.bytes.data(), t.data, t.nbytes);
+    held.emplace(v5, std::move(h));
+    return std::vector<OwnedTensor>{};
+  }
+  const bool weight_first = part == ops::QuantPart::kFP8Scales || part == ops::QuantPart::kMXFP4Scales;
+  const Held& o = other->second;
+  // File 0 is the weight (or blocks), file 1 its scales.
+  const uint8_t* bytes[2] = {weight_first ? o.bytes.data() : static_cast<const uint8_t*>(t.data),
+                             weight_first ? static_cast<const uint8_t*>(t.data) : o.bytes.data()};
+  const ops::StoredTensor w{weight_first ? o.name : name, 0, 0, weight_first ? o.dtype : t.dtype,
+                            weight_first ? o.shape : t.shape};
+  const ops::StoredTensor sc{weight_first ? name : o.name, 1, 0, weight_first ? t.dtype : o.dtype,
+                             weight_first ? t.shape : o.shape};
+  const std::string wv5 = V5(w.name);
+  const ops::QuantPart wpart = ops::QuantPartOf(wv5, w.dtype);
+  const DType out = ops::TargetFloat(dtype);
+  Result<ComputedSource> c = [&]() -> Result<ComputedSource> {
+    if (wpart == ops::QuantPart::kMXFP4Blocks) return ops::DequantMXFP4(w, sc, out);
+    MOEPACK_ASSIGN_OR_RETURN(uint64_t units, ops::QuantizedMatrices(rules, wv5, w.shape));
+    auto m = rules.MatchTarget(wv5);
+    const auto [br, bc] = ops::FP8Block(rules, &config, m ? std::string_view(m->prefix) : std::string_view());
+    return ops::DequantFP8(w, sc, units, br, bc, out);
+  }();
+  if (!c.ok()) return c.status();
+  auto data = Allocate(c->nbytes);
+  MOEPACK_RETURN_IF_ERROR(ops::ReadComputed(*c, 0, c->nbytes, data.get(),
+                                            [&](uint32_t f, uint64_t off, uint64_t len, void* dst) {
+                                              std::memcpy(dst, bytes[f] + off, len);
+                                              return Status::OK();
+                                            }));
+  held.erase(other);
+  const size_t cut = wv5.size() - ops::DequantizedName(wv5, wpart).size();
+  const std::string out_name = w.name.substr(0, w.name.size() - cut);
+  const TensorView view{c->dtype, c->shape, data.get(), c->nbytes};
+  if (!HandlesLayout(V5(out_name))) return PassThrough(out_name, view);
+  return ConvertLayout(out_name, view);
+}
+
+std::vector<OwnedTensor> StreamingConverter::State::PassThrough(const std::string& name, const TensorView& t) const {
+  OwnedTensor o{rules.Rename(V5(name), direction), t.dtype, t.shape, Allocate(t.nbytes), t.nbytes};
+  if (t.nbytes) std::memcpy(o.data.get(), t.data, t.nbytes);
+  std::vector<OwnedTensor> out;
+  out.push_back(std::move(o));
+  return out;
+}
+
+Result<std::vector<OwnedTensor>> StreamingConverter::State::ConvertLayout(const std::string& name,
+                                                                          const TensorView& t) {
+  const std::string n = V5(name);
+  const RuleSet& r = rules;
+  if (direction == Direction::kToFused) {
+    if (auto m = r.MatchSource(n)) return Fuse(*m, std::string(name), t);
     if (auto m = r.MatchExpertLeftover(n)) {
       return Status::Corrupt("'" + std::string(name) + "' belongs to expert " + std::to_string(m->expert) +
                              " but no fusion of the " + r.family() +
                              " rules takes it; it cannot stay per-expert beside fused experts");
     }
-    if (auto m = r.MatchChunk(n); m && m->part < 0) return s_->ChunkSplit(*m, std::string(name), t);
+    if (auto m = r.MatchChunk(n); m && m->part < 0) return ChunkSplit(*m, std::string(name), t);
   } else {
-    if (auto m = r.MatchTarget(n)) return s_->Split(*m, std::string(name), t);
-    if (auto m = r.MatchChunk(n); m && m->part >= 0) return s_->ChunkJoin(*m, std::string(name), t);
+    if (auto m = r.MatchTarget(n)) return Split(*m, std::string(name), t);
+    if (auto m = r.MatchChunk(n); m && m->part >= 0) return ChunkJoin(*m, std::string(name), t);
     if (auto m = r.MatchTargetSibling(n)) {
       return Status::InvalidArgument("'" + std::string(name) + "' is another form of the fused tensor '" +
                                      r.TargetName(m->fusion, m->prefix) + "' that the " + r.family() +
                                      " rules cannot cut into experts");
     }
   }
-  if (auto m = r.MatchTranspose(n)) return s_->TransposeWhole(*m, std::string(name), t);
-  return Status::InvalidArgument("'" + std::string(name) + "' is not converted by the " + s_->rules.family() +
+  if (auto m = r.MatchTranspose(n)) return TransposeWhole(*m, std::string(name), t);
+  return Status::InvalidArgument("'" + std::string(name) + "' is not converted by the " + rules.family() +
                                  " rules (check CanHandle first)");
 }
 
@@ -290,6 +384,10 @@ Result<std::vector<OwnedTensor>> StreamingConverter::Finalize() {
   for (const auto& [key, p] : s_->chunks) {
     problems += (problems.empty() ? "" : " ") + p.out.name + " incomplete: " + std::to_string(p.count) + " of " +
                 std::to_string(p.op.parts()) + " parts arrived;";
+  }
+  for (const auto& [v5, h] : s_->held) {
+    problems += (problems.empty() ? "" : " ") + std::string("'") + h.name + "' arrived without its '" +
+                ops::PartnerOf(v5, ops::QuantPartOf(v5, h.dtype)) + "';";
   }
   if (problems.empty()) {
     for (const std::string& p : ops::ScaleProblems(s_->rules, s_->finished)) problems += p + ". ";

@@ -7,6 +7,8 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <cstring>
+#include <tuple>
 #include <array>
 #include <cmath>
 #include <atomic>
@@ -19,13 +21,16 @@
 #include "format/decode.h"
 #include "moepack/convert.h"
 #include "moepack/natural_order.h"
+#include "moepack/parse.h"
 #include "plan/ops/chunk_op.h"
 #include "plan/ops/fusion_op.h"
 #include "plan/ops/transpose_kernel.h"
 #include "plan/ops/transpose_op.h"
 #include "util/file.h"
 #include "util/strings.h"
+#include "plan/ops/dtype_op.h"
 #include "verify/moe_reference.h"
+#include "verify/reference_dtype.h"
 
 namespace moepack {
 namespace {
@@ -41,6 +46,19 @@ struct Piece {
   uint64_t begin = 0;  // absolute offset of the tensor it is cut from
   ops::Pieces geometry;  // that tensor's bytes -> the piece's canonical bytes
   XXH128_hash_t hash{};
+  // A dtype change, computed by verify's own arithmetic (reference_dtype)
+  // before hashing; `dtype` is then what comes out.
+  enum class Compute { kNone, kDequantFP8, kDequantMXFP4, kQuantCodes, kQuantScales };
+  Compute compute = Compute::kNone;
+  DType stored = DType::U8;     // what the geometry reads
+  int scale = -1;               // kDequantFP8: the piece holding this one's scales
+  uint64_t block_rows = 0, block_cols = 0;
+  // kDequantMXFP4: the whole stored tensor, blocks [E, rows, groups, 16]
+  // (at `begin`) and scales [E, rows, groups]; the geometry reads the
+  // decoded [E, groups*32, rows].
+  uint64_t mx_scales = 0, mx_rows = 0, mx_groups = 0;
+  uint64_t mat_rows = 0, mat_cols = 0;  // kQuant*: the float matrix quantized
+  bool consumed = false;  // a scale piece folded into its weight's
 };
 
 struct Side {
@@ -50,7 +68,9 @@ struct Side {
 
 class Cutter {
  public:
-  Cutter(const Checkpoint& c, const RuleSet& rules, SourceLayout layout) : c_(c), rules_(rules), layout_(layout) {}
+  Cutter(const Checkpoint& c, const RuleSet& rules, SourceLayout layout, DTypeChange change = DTypeChange::kKeep,
+         const ModelConfig* quant_config = nullptr)
+      : c_(c), rules_(rules), layout_(layout), change_(change), quant_config_(quant_config) {}
 
   Result<Side> Cut() {
     Side side;
@@ -63,17 +83,93 @@ class Cutter {
       const uint64_t begin = c_.shards()[loc->shard].header.data_start() + loc->info->begin;
       MOEPACK_RETURN_IF_ERROR(CutTensor(name, *loc->info, loc->shard, begin, side.pieces));
     }
+    if (change_ != DTypeChange::kKeep) MOEPACK_RETURN_IF_ERROR(ChangeDTypes(side.pieces));
     return side;
   }
 
  private:
-  Status CutTensor(const std::string& name, const TensorInfo& t, uint32_t file, uint64_t begin,
+  Status CutTensor(const std::string& name, const TensorInfo& stored, uint32_t file, uint64_t begin,
                    std::vector<Piece>& out) {
-    const std::string v5 = rules_.Rename(name, Direction::kToFused);
+    std::string v5 = rules_.Rename(name, Direction::kToFused);
+    TensorInfo t = stored;
+    const size_t first = out.size();
+    // Dequantizing MXFP4: X_blocks is cut as the X it decodes to; X_scales
+    // is read with it.
+    const ops::QuantPart part = IsDequant() ? ops::QuantPartOf(v5, t.dtype) : ops::QuantPart::kNone;
+    const TensorLocation* mx_scales = nullptr;
+    if (part == ops::QuantPart::kMXFP4Scales) return Status::OK();
+    if (part == ops::QuantPart::kMXFP4Blocks) {
+      mx_scales = c_.Find(rules_.Rename(ops::PartnerOf(v5, part), Direction::kToPerExpert));
+      if (!mx_scales || t.shape.size() != 4) return Status::Corrupt("'" + name + "': MXFP4 blocks without their scales");
+      v5 = ops::DequantizedName(v5, part);
+      t.dtype = ops::TargetFloat(change_);
+      t.shape = {stored.shape[0], stored.shape[2] * 32, stored.shape[1]};
+      t.begin = 0;
+      t.end = t.shape[0] * t.shape[1] * t.shape[2] * static_cast<uint64_t>(DTypeBits(t.dtype) / 8);
+    }
     auto piece = [&](std::string key, std::string where, std::vector<uint64_t> shape, ops::Pieces geometry) {
       out.push_back(Piece{std::move(key), std::move(where), t.dtype, std::move(shape), file, begin,
                           std::move(geometry), {}});
+      out.back().stored = stored.dtype;
     };
+    MOEPACK_RETURN_IF_ERROR(CutAs(name, v5, t, piece));
+    if (mx_scales) {
+      for (size_t i = first; i < out.size(); ++i) {
+        Piece& p = out[i];
+        p.compute = Piece::Compute::kDequantMXFP4;
+        p.mx_scales = c_.shards()[mx_scales->shard].header.data_start() + mx_scales->info->begin;
+        p.mx_rows = stored.shape[1];
+        p.mx_groups = stored.shape[2];
+        if (mx_scales->shard != file) return Status::Corrupt("'" + name + "': MXFP4 blocks and scales in two shards");
+      }
+    }
+    return Status::OK();
+  }
+
+  bool IsDequant() const {
+    return change_ == DTypeChange::kToBF16 || change_ == DTypeChange::kToF16 || change_ == DTypeChange::kToF32;
+  }
+
+  // After cutting: an FP8 piece takes the piece of its scales (key +
+  // "_scale_inv"), which leaves the comparison; quantizing, a float piece
+  // FP8 checkpoints quantize becomes its codes plus a piece of its scales.
+  Status ChangeDTypes(std::vector<Piece>& pieces) const {
+    std::map<std::string, size_t> by_key;
+    for (size_t i = 0; i < pieces.size(); ++i) by_key.emplace(pieces[i].key, i);
+    const size_t n = pieces.size();
+    for (size_t i = 0; i < n; ++i) {
+      Piece& p = pieces[i];
+      auto m = rules_.MatchSource(p.key);
+      const std::string prefix = m ? m->prefix : "";
+      if (IsDequant() && IsFloat8(p.dtype)) {
+        auto it = by_key.find(p.key + "_scale_inv");
+        if (it == by_key.end()) return Status::Corrupt(p.where + " has no scales to dequantize it with");
+        std::tie(p.block_rows, p.block_cols) = ops::FP8Block(rules_, c_.config() ? &*c_.config() : nullptr, prefix);
+        p.compute = Piece::Compute::kDequantFP8;
+        p.scale = static_cast<int>(it->second);
+        p.dtype = ops::TargetFloat(change_);
+        pieces[it->second].consumed = true;
+      } else if (change_ == DTypeChange::kToFP8 && p.shape.size() == 2 &&
+                 ops::QuantizesToFP8(rules_, p.key, p.dtype, p.shape)) {
+        std::tie(p.block_rows, p.block_cols) = ops::FP8Block(rules_, quant_config_, prefix);
+        p.mat_rows = p.shape[0];
+        p.mat_cols = p.shape[1];
+        Piece scales = p;
+        p.compute = Piece::Compute::kQuantCodes;
+        p.dtype = DType::F8_E4M3;
+        scales.compute = Piece::Compute::kQuantScales;
+        scales.key += "_scale_inv";
+        scales.where += " (its block scales)";
+        scales.dtype = DType::F32;
+        scales.shape = {(p.shape[0] + p.block_rows - 1) / p.block_rows, (p.shape[1] + p.block_cols - 1) / p.block_cols};
+        pieces.push_back(std::move(scales));
+      }
+    }
+    return Status::OK();
+  }
+
+  template <typename AddPiece>
+  Status CutAs(const std::string& name, const std::string& v5, const TensorInfo& t, AddPiece piece) {
     if (auto m = rules_.MatchTarget(v5); m && !rules_.MatchSource(v5)) {
       const FusionRule& f = rules_.fusions()[m->fusion];
       auto op = ops::FusionOp::FromFused(f, t.dtype, t.shape);
@@ -125,28 +221,106 @@ class Cutter {
   const Checkpoint& c_;
   const RuleSet& rules_;
   SourceLayout layout_;
+  DTypeChange change_;
+  const ModelConfig* quant_config_;  // DST's, whose block a quantized export states
 };
 
-// A piece's canonical bytes in memory; for expert-sized pieces only.
-Status ReadPiece(const std::vector<File>& files, const Piece& p, std::vector<char>& out, std::vector<char>& in) {
+// The bytes a piece's geometry gives from `tensor`, the tensor it is cut
+// from (as stored at p.begin in its file, or given, decoded, in memory).
+Status ReadGeometry(const std::vector<File>& files, const Piece& p, const char* tensor, std::vector<char>& out,
+                    std::vector<char>& in) {
   const File& f = files[p.file];
   out.resize(p.geometry.bytes());
-  for (const ops::Run& r : p.geometry.runs) MOEPACK_RETURN_IF_ERROR(f.ReadAt(p.begin + r.src, out.data() + r.dst, r.length));
+  for (const ops::Run& r : p.geometry.runs) {
+    if (tensor) {
+      std::memcpy(out.data() + r.dst, tensor + r.src, r.length);
+    } else {
+      MOEPACK_RETURN_IF_ERROR(f.ReadAt(p.begin + r.src, out.data() + r.dst, r.length));
+    }
+  }
   for (const ops::Block& b : p.geometry.blocks) {
-    in.resize(b.bytes());
-    MOEPACK_RETURN_IF_ERROR(f.ReadAt(p.begin + b.src, in.data(), b.bytes()));
-    internal::Transpose(in.data(), out.data() + b.dst, b.rows, b.cols, b.elem_bytes);
+    const char* from = tensor + b.src;
+    if (!tensor) {
+      in.resize(b.src_span());
+      MOEPACK_RETURN_IF_ERROR(f.ReadAt(p.begin + b.src, in.data(), in.size()));
+      from = in.data();
+    }
+    ops::Block local = b;
+    local.src = 0;
+    ops::Apply(local, from, out.data());
   }
   return Status::OK();
 }
 
-Status HashPiece(const std::vector<File>& files, Piece& p, std::vector<char>& buf, std::vector<char>& tbuf,
-                 uint64_t& bytes) {
+uint64_t Bytes(DType d) { return static_cast<uint64_t>(DTypeBits(d) / 8); }
+
+// A piece's canonical bytes in memory, its dtype change computed; for
+// expert-sized pieces only.
+Status ReadPiece(const std::vector<File>& files, const std::vector<Piece>& all, const Piece& p, std::vector<char>& out,
+                 std::vector<char>& in) {
+  using C = Piece::Compute;
+  switch (p.compute) {
+    case C::kNone: return ReadGeometry(files, p, nullptr, out, in);
+    case C::kDequantFP8: {
+      std::vector<char> codes, scales;
+      MOEPACK_RETURN_IF_ERROR(ReadGeometry(files, p, nullptr, codes, in));
+      MOEPACK_RETURN_IF_ERROR(ReadGeometry(files, all[p.scale], nullptr, scales, in));
+      // [units, rows, cols]: one grid of scales per unit.
+      const uint64_t cols = p.shape.back(), units = p.shape.size() == 3 ? p.shape[0] : 1;
+      const uint64_t rows = codes.size() / std::max<uint64_t>(1, cols) / units;
+      const uint64_t grid = ((rows + p.block_rows - 1) / p.block_rows) * ((cols + p.block_cols - 1) / p.block_cols);
+      if (scales.size() != units * grid * 4) return Status::Corrupt(p.where + ": its scales do not fit it");
+      out.resize(codes.size() * Bytes(p.dtype));
+      for (uint64_t u = 0; u < units; ++u) {
+        internal::RefDequantFP8(reinterpret_cast<const uint8_t*>(codes.data()) + u * rows * cols,
+                                reinterpret_cast<const float*>(scales.data()) + u * grid, rows, cols, p.block_rows,
+                                p.block_cols, p.dtype, reinterpret_cast<uint8_t*>(out.data()) + u * rows * cols * Bytes(p.dtype));
+      }
+      return Status::OK();
+    }
+    case C::kDequantMXFP4: {
+      // Decode the experts the piece's geometry reads, each one whole.
+      const uint64_t R = p.mx_rows, G = p.mx_groups, slab = R * G * 32 * Bytes(p.dtype);
+      uint64_t lo = UINT64_MAX, hi = 0;
+      for (const ops::Run& r : p.geometry.runs) lo = std::min(lo, r.src), hi = std::max(hi, r.src + r.length);
+      for (const ops::Block& b : p.geometry.blocks) lo = std::min(lo, b.src), hi = std::max(hi, b.src + b.src_span());
+      if (hi <= lo) return ReadGeometry(files, p, "", out, in);
+      const uint64_t e0 = lo / slab, e1 = (hi + slab - 1) / slab;
+      std::vector<char> decoded((e1 - e0) * slab), blocks(R * G * 16), scales(R * G);
+      for (uint64_t e = e0; e < e1; ++e) {
+        MOEPACK_RETURN_IF_ERROR(files[p.file].ReadAt(p.begin + e * blocks.size(), blocks.data(), blocks.size()));
+        MOEPACK_RETURN_IF_ERROR(files[p.file].ReadAt(p.mx_scales + e * scales.size(), scales.data(), scales.size()));
+        internal::RefDequantMXFP4(reinterpret_cast<const uint8_t*>(blocks.data()),
+                                  reinterpret_cast<const uint8_t*>(scales.data()), R, G, p.dtype,
+                                  reinterpret_cast<uint8_t*>(decoded.data()) + (e - e0) * slab);
+      }
+      return ReadGeometry(files, p, decoded.data() - e0 * slab, out, in);
+    }
+    case C::kQuantCodes:
+    case C::kQuantScales: {
+      std::vector<char> x;
+      MOEPACK_RETURN_IF_ERROR(ReadGeometry(files, p, nullptr, x, in));
+      const uint64_t rows = p.mat_rows, cols = p.mat_cols;
+      std::vector<uint8_t> codes(rows * cols);
+      std::vector<float> scales(((rows + p.block_rows - 1) / p.block_rows) * ((cols + p.block_cols - 1) / p.block_cols));
+      internal::RefQuantizeFP8(reinterpret_cast<const uint8_t*>(x.data()), p.stored, rows, cols, p.block_rows,
+                               p.block_cols, codes.data(), scales.data());
+      const char* from = p.compute == C::kQuantCodes ? reinterpret_cast<const char*>(codes.data())
+                                                     : reinterpret_cast<const char*>(scales.data());
+      out.assign(from, from + (p.compute == C::kQuantCodes ? codes.size() : scales.size() * 4));
+      return Status::OK();
+    }
+  }
+  return Status::OK();
+}
+
+Status HashPiece(const std::vector<File>& files, const std::vector<Piece>& all, Piece& p, std::vector<char>& buf,
+                 std::vector<char>& tbuf, uint64_t& bytes) {
   XXH3_state_t* st = XXH3_createState();
   XXH3_128bits_reset(st);
   Status status;
-  if (!p.geometry.blocks.empty()) {
-    status = ReadPiece(files, p, tbuf, buf);
+  if (!p.geometry.blocks.empty() || p.compute != Piece::Compute::kNone) {
+    status = ReadPiece(files, all, p, tbuf, buf);
     if (status.ok()) {
       XXH3_128bits_update(st, tbuf.data(), tbuf.size());
       bytes += tbuf.size();
@@ -178,7 +352,8 @@ Status HashAll(Side& side, int threads, uint64_t& bytes) {
     std::vector<char> buf, tbuf;
     uint64_t mine = 0;
     for (size_t i; (i = next.fetch_add(1)) < side.pieces.size();) {
-      Status st = HashPiece(side.files, side.pieces[i], buf, tbuf, mine);
+      if (side.pieces[i].consumed) continue;
+      Status st = HashPiece(side.files, side.pieces, side.pieces[i], buf, tbuf, mine);
       if (!st.ok()) {
         std::lock_guard<std::mutex> lock(mu);
         if (first.ok()) first = st;
@@ -221,7 +396,7 @@ Result<std::vector<float>> PieceFloats(const Side& side, const std::map<std::str
   auto it = index.find(key);
   if (it == index.end()) return std::vector<float>{};
   std::vector<char> bytes, scratch;
-  MOEPACK_RETURN_IF_ERROR(ReadPiece(side.files, *it->second, bytes, scratch));
+  MOEPACK_RETURN_IF_ERROR(ReadPiece(side.files, side.pieces, *it->second, bytes, scratch));
   auto n = NumElements(it->second->shape);
   return internal::DecodeToFloat(it->second->dtype, bytes.data(), n.value_or(0));
 }
@@ -354,39 +529,62 @@ Result<VerifyReport> Verify(const std::string& src_path, const std::string& dst_
   }
   VerifyReport report;
 
-  // Which conversion DST claims to be: the direction whose names it carries.
+  // Which conversion DST claims to be: the direction (and dtype change)
+  // whose names, dtypes and shapes it carries.
+  auto holds = [](const Checkpoint& c, auto pred) {
+    for (const auto& n : c.names()) {
+      if (pred(*c.Find(n)->info)) return true;
+    }
+    return false;
+  };
+  std::vector<DTypeChange> changes = {DTypeChange::kKeep};
+  if (holds(src, [](const TensorInfo& t) { return IsFloat8(t.dtype) || t.dtype == DType::U8; })) {
+    changes.insert(changes.end(), {DTypeChange::kToBF16, DTypeChange::kToF16, DTypeChange::kToF32});
+  }
+  if (!holds(src, [](const TensorInfo& t) { return IsFloat8(t.dtype); }) &&
+      holds(dst, [](const TensorInfo& t) { return IsFloat8(t.dtype); })) {
+    changes.push_back(DTypeChange::kToFP8);
+  }
+  const ModelConfig* dst_config = dst.config() ? &*dst.config() : nullptr;
   std::string problem;
   size_t problem_shared = 0;  // names DST shares with that direction's plan
   SourceLayout dst_layout = SourceLayout::kUnspecified;
+  DTypeChange change = DTypeChange::kKeep;
   Status plan_error;
-  for (Direction d : {Direction::kToFused, Direction::kToPerExpert}) {
-    PlanOptions po;
-    po.direction = d;
-    po.source_layout = options.source_layout;
-    // SRC may convert in one direction only (e.g. an incomplete expert group
-    // still copies to per-expert): a direction that cannot be planned is
-    // simply not the one DST was made in.
-    auto planned = MakePlan(src, rules, po);
-    if (!planned.ok()) {
-      if (plan_error.ok()) plan_error = planned.status();
-      continue;
+  for (DTypeChange c : changes) {
+    for (Direction d : {Direction::kToFused, Direction::kToPerExpert}) {
+      PlanOptions po;
+      po.direction = d;
+      po.source_layout = options.source_layout;
+      po.dtype = c;
+      if (c == DTypeChange::kToFP8) std::tie(po.block_rows, po.block_cols) = ops::FP8Block(rules, dst_config, "");
+      // SRC may convert in one direction only (e.g. an incomplete expert group
+      // still copies to per-expert): a direction that cannot be planned is
+      // simply not the one DST was made in.
+      auto planned = MakePlan(src, rules, po);
+      if (!planned.ok()) {
+        if (plan_error.ok()) plan_error = planned.status();
+        continue;
+      }
+      const Plan& plan = *planned;
+      std::string diff = CompareNames(plan, dst);
+      if (diff.empty()) {
+        report.to = d == Direction::kToFused ? "fused" : "per-expert";
+        dst_layout = d == Direction::kToFused ? SourceLayout::kV5 : SourceLayout::kHub;
+        change = c;
+        problem.clear();
+        break;
+      }
+      // Report the difference from the direction DST resembles most: a
+      // per-expert DST lacking one expert is not "lacking gate_up_proj".
+      size_t shared = 0;
+      for (const auto& t : plan.tensors) shared += dst.Find(t.name) != nullptr;
+      if (problem.empty() || shared > problem_shared) {
+        problem = diff;
+        problem_shared = shared;
+      }
     }
-    const Plan& plan = *planned;
-    std::string diff = CompareNames(plan, dst);
-    if (diff.empty()) {
-      report.to = d == Direction::kToFused ? "fused" : "per-expert";
-      dst_layout = d == Direction::kToFused ? SourceLayout::kV5 : SourceLayout::kHub;
-      problem.clear();
-      break;
-    }
-    // Report the difference from the direction DST resembles most: a
-    // per-expert DST lacking one expert is not "lacking gate_up_proj".
-    size_t shared = 0;
-    for (const auto& t : plan.tensors) shared += dst.Find(t.name) != nullptr;
-    if (problem.empty() || shared > problem_shared) {
-      problem = diff;
-      problem_shared = shared;
-    }
+    if (!report.to.empty()) break;
   }
   if (report.to.empty()) {
     if (problem.empty()) return plan_error;  // SRC converts in neither direction
@@ -394,8 +592,9 @@ Result<VerifyReport> Verify(const std::string& src_path, const std::string& dst_
     return report;
   }
   report.tensors = dst.names().size();
+  report.dtype = std::string(DTypeChangeName(change));
 
-  Cutter cs(src, rules, options.source_layout), cd(dst, rules, dst_layout);
+  Cutter cs(src, rules, options.source_layout, change, dst_config), cd(dst, rules, dst_layout);
   MOEPACK_ASSIGN_OR_RETURN(Side a, cs.Cut());
   MOEPACK_ASSIGN_OR_RETURN(Side b, cd.Cut());
   const int threads = options.threads > 0 ? options.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -403,7 +602,9 @@ Result<VerifyReport> Verify(const std::string& src_path, const std::string& dst_
   MOEPACK_RETURN_IF_ERROR(HashAll(b, threads, report.bytes_hashed));
 
   std::map<std::string, const Piece*> want;
-  for (const Piece& p : a.pieces) want[p.key] = &p;
+  for (const Piece& p : a.pieces) {
+    if (!p.consumed) want[p.key] = &p;
+  }
   std::vector<const Piece*> got;
   for (const Piece& p : b.pieces) got.push_back(&p);
   std::sort(got.begin(), got.end(), [](const Piece* x, const Piece* y) { return NaturalLess(x->key, y->key); });
@@ -428,7 +629,7 @@ Result<VerifyReport> Verify(const std::string& src_path, const std::string& dst_
     report.pieces++;
   }
   for (const Piece& p : a.pieces) {
-    if (!seen.count(p.key)) {
+    if (!p.consumed && !seen.count(p.key)) {
       report.problem = p.where + " in SRC is missing from DST";
       return report;
     }

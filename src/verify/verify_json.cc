@@ -5,7 +5,7 @@
 namespace moepack {
 
 std::string VerifyToJson(const VerifyReport& r, bool with_forward) {
-  nlohmann::json j = {{"ok", r.ok},         {"to", r.to},
+  nlohmann::json j = {{"ok", r.ok},         {"to", r.to}, {"dtype", r.dtype},
                       {"tensors", r.tensors}, {"pieces", r.pieces},
                       {"bytes_hashed", r.bytes_hashed}, {"problem", r.problem}};
   if (with_forward) {

@@ -21,12 +21,11 @@ std::optional<TensorLayout> LayoutOf(const std::vector<RuleSet>& candidates, con
       return l;
     }
     if (auto m = rs.MatchTarget(renamed); m && shape.size() == 3) {
-      // The fusion's own form names the layout: v5's standard one, or a
-      // family's own (gpt_oss interleaved, llama4 transposed halves).
-      const FusionRule& f = rs.fusions()[m->fusion];
-      l.layout = f.interleave ? MoeLayout::kFusedInterleaved
-                 : f.transpose && f.concat_dim == 2 ? MoeLayout::kFusedTransposed
-                                                    : MoeLayout::kFused;
+      // A family whose fused tensors have a form of their own (gpt_oss
+      // interleaved, llama4 transposed) names all of them by it, biases and
+      // down_proj included; every other fused tensor is in v5's layout.
+      const MoeLayout own = rs.hub_layout();
+      l.layout = own == MoeLayout::kFusedInterleaved || own == MoeLayout::kFusedTransposed ? own : MoeLayout::kFused;
       l.group = m->prefix;
       l.experts = shape[0];
       l.counts = rs.WeightOf(m->fusion) < 0;

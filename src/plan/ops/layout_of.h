@@ -1,6 +1,7 @@
 // Which MoE layout one tensor is in, as the rules' ops see it: a source of a
-// fusion is per-expert, a fusion target fused in the fusion's form (fused,
-// fused-transposed, fused-interleaved), a transposable tensor fused or
+// fusion is per-expert, a fusion target fused (or, for a family that ships
+// fused tensors of its own form, that form: fused-transposed,
+// fused-interleaved), a transposable tensor fused or
 // fused-transposed by its shape (FitOrientation), and a 3-D tensor under a
 // per-projection expert name that no rule describes "stacked".
 #pragma once

@@ -1,14 +1,11 @@
 #include "plan/ops/rank_slice.h"
 
+#include "plan/ops/dtype_op.h"
 #include "plan/ops/fusion_op.h"
 #include "util/strings.h"
 
 namespace moepack::ops {
 namespace {
-
-// DeepSeek-V3's and the *-FP8 checkpoints' block, for a config.json that
-// does not give quantization_config.weight_block_size.
-constexpr uint64_t kDefaultBlock = 128;
 
 }  // namespace
 
@@ -30,7 +27,7 @@ SliceRole RoleOf(const RuleSet& rules, const ModelConfig* config, std::string_vi
     if (const int w = rules.WeightOf(m->fusion); w >= 0) {
       r.scale = true;
       r.weight = rules.TargetName(w, m->prefix);
-      r.block = kDefaultBlock;
+      r.block = kDefaultFP8Block;
       const int src_dim = FusionForm::Of(f).SourceDim(f.tp_dim);
       if (config && src_dim >= 0) {
         if (auto b = rules.BlockOf(*config, m->fusion, src_dim, m->prefix)) r.block = *b;
