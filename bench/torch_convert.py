@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """The conversion as people write it today with PyTorch: the baseline of bench/convert.sh.
 
-    torch_convert.py SRC DST [--to fused|per-expert] [--max-shard-size 5GB]
+    torch_convert.py SRC DST [--to fused|per-expert] [--max-shard-size 5GB] [--dtype bf16]
 
 Reads each source tensor from its shard (safetensors header parsed here; Debian
 has no python3-safetensors), builds the fused tensors with torch.stack and
@@ -10,6 +10,12 @@ safetensors shards as `safetensors.torch.save_file` does: one output shard's
 tensors are held in memory, then written. Output names, shard split and file
 bytes follow moepack's (natural name order, reference writer layout), so
 `moepack verify SRC DST` and `cmp` against moepack's output both apply.
+
+With --dtype bf16 every F8_E4M3 weight is dequantized with its
+weight_scale_inv the way a torch script does it on the CPU (a 256-entry
+float32 table indexed by the codes, the block scales expanded with
+repeat_interleave, one multiply, .to(bfloat16)) and the scales are dropped:
+the baseline of bench/dequant.sh.
 
 Handles the qwen3_moe / deepseek naming ("...mlp.experts.{j}.{gate,up,down}_proj.weight"
 and their ".weight_scale_inv"), which is what the benchmark converts. Not a
@@ -51,8 +57,10 @@ def natural_key(name):
 class Source:
     """Every tensor of a checkpoint directory: name -> (file, dtype, shape, absolute offset, nbytes)."""
 
-    def __init__(self, path):
+    def __init__(self, path, dequant=False, block=128):
         self.dir = path
+        self.dequant = {}  # FP8 weight -> its scales, when dequantizing
+        self.block = block
         index = os.path.join(path, "model.safetensors.index.json")
         if os.path.exists(index):
             with open(index) as f:
@@ -73,9 +81,16 @@ class Source:
                 self.tensors[name] = (fn, t["dtype"], t["shape"], 8 + n + b, e - b)
         with open(os.path.join(path, "config.json")) as f:
             self.config = json.load(f)
+        self.raw_scales = {}
+        if dequant:
+            for name in [n for n, t in self.tensors.items() if t[1] == "F8_E4M3"]:
+                fn, _, shape, off, nbytes = self.tensors[name]
+                self.dequant[name] = name + "_scale_inv"
+                self.tensors[name] = (fn, "BF16", shape, off, nbytes)
+            for name in self.dequant.values():
+                self.raw_scales[name] = self.tensors.pop(name)
 
-    def load(self, name):
-        fn, dtype, shape, off, nbytes = self.tensors[name]
+    def _read(self, fn, off, nbytes):
         buf = bytearray(nbytes)
         fh = self.handles[fn]
         fh.seek(off)
@@ -84,11 +99,46 @@ class Source:
         while got < nbytes:
             r = fh.readinto(view[got:])
             if not r:
-                raise IOError(f"{fn}: short read of {name}")
+                raise IOError(f"{fn}: short read")
             got += r
+        return buf
+
+    def load(self, name):
+        if name in self.dequant:
+            return self._dequantize(name)
+        fn, dtype, shape, off, nbytes = self.tensors[name]
         if nbytes == 0:
             return torch.empty(shape, dtype=DTYPES[dtype][0])
-        return torch.frombuffer(buf, dtype=DTYPES[dtype][0]).reshape(shape)
+        return torch.frombuffer(self._read(fn, off, nbytes), dtype=DTYPES[dtype][0]).reshape(shape)
+
+
+E4M3 = None
+
+
+def e4m3_table():
+    """The 256 e4m3 values (bias 7, subnormals m*2^-9, 0x7F/0xFF NaN)."""
+    global E4M3
+    if E4M3 is None:
+        vals = []
+        for c in range(256):
+            e, m = (c >> 3) & 15, c & 7
+            v = float("nan") if (c & 0x7F) == 0x7F else (m * 2.0 ** -9 if e == 0 else (1 + m / 8) * 2.0 ** (e - 7))
+            vals.append(-v if c & 0x80 else v)
+        E4M3 = torch.tensor(vals, dtype=torch.float32)
+    return E4M3
+
+
+def _dequantize(self, name):
+    fn, _, shape, off, nbytes = self.tensors[name]
+    codes = torch.frombuffer(self._read(fn, off, nbytes), dtype=torch.uint8).reshape(shape)
+    sfn, _, sshape, soff, snb = self.raw_scales[self.dequant[name]]
+    scales = torch.frombuffer(self._read(sfn, soff, snb), dtype=torch.float32).reshape(sshape)
+    r, c = shape[-2], shape[-1]
+    s = scales.repeat_interleave(self.block, dim=-2)[..., :r, :].repeat_interleave(self.block, dim=-1)[..., :c]
+    return (e4m3_table()[codes.long()] * s).to(torch.bfloat16)
+
+
+Source._dequantize = _dequantize
 
 
 def to_fused_plan(src):
@@ -188,9 +238,10 @@ def main():
     ap.add_argument("dst")
     ap.add_argument("--to", choices=["fused", "per-expert"], default="fused")
     ap.add_argument("--max-shard-size", default="5GB")
+    ap.add_argument("--dtype", choices=["bf16"], default=None)
     args = ap.parse_args()
     max_shard = parse_size(args.max_shard_size)
-    src = Source(args.src)
+    src = Source(args.src, dequant=args.dtype == "bf16")
     plan = to_fused_plan(src) if args.to == "fused" else to_per_expert_plan(src)
     names = sorted(plan, key=natural_key)
     shards, size = [], 0

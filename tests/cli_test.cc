@@ -38,24 +38,27 @@ uint64_t MoeLayers(const std::string& family, const json& cfg) {
 
 struct InspectCase {
   std::string family;
-  std::string layout;
+  std::string layout;     // what synth writes
+  std::string dtype;      // "" = the preset's
+  std::string inspected;  // the layout inspect names
+  std::string model_type = family;
 };
 
-void PrintTo(const InspectCase& c, std::ostream* os) { *os << c.family << "/" << c.layout; }
+void PrintTo(const InspectCase& c, std::ostream* os) { *os << c.model_type << "/" << c.layout; }
 
 class InspectEvery : public ::testing::TestWithParam<InspectCase> {};
 
 TEST_P(InspectEvery, JsonDescribesTheCheckpoint) {
   const InspectCase& c = GetParam();
   TempDir d;
-  auto report = testing::SynthOrDie(d / "m", testing::TinyOptions(c.family, c.layout, c.layout == "fused" ? "fp8" : ""));
+  auto report = testing::SynthOrDie(d / "m", testing::TinyOptions(c.model_type, c.layout, c.dtype));
   auto r = testing::RunMoepack("inspect --json " + d / "m");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   json j = json::parse(r.out);
   const json cfg = testing::ReadJson(d / "m/config.json");
-  EXPECT_EQ(j["model_type"], c.family);
+  EXPECT_EQ(j["model_type"], c.model_type);
   EXPECT_EQ(j["family"], c.family);
-  EXPECT_EQ(j["layout"], c.layout);
+  EXPECT_EQ(j["layout"], c.inspected);
   EXPECT_EQ(j["num_tensors"].get<int>(), report.num_tensors);
   EXPECT_EQ(j["total_bytes"].get<uint64_t>(), report.total_bytes);
   EXPECT_EQ(j["moe_layers"].get<uint64_t>(), MoeLayers(c.family, cfg));
@@ -89,27 +92,51 @@ TEST_P(InspectEvery, JsonDescribesTheCheckpoint) {
   // The text form says the same in a line each.
   auto text = testing::RunMoepack("inspect " + d / "m");
   ASSERT_EQ(text.exit_code, 0) << text.err;
-  EXPECT_NE(text.out.find("layout:      " + c.layout), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("layout:      " + c.inspected), std::string::npos) << text.out;
 }
 
-std::vector<InspectCase> InspectCases() {
+// Families whose v5 layout is fused in a form of their own, by the name
+// inspect gives it (family_names.h).
+bool OwnFusedForm(const std::string& family) { return testing::NamesOf(family).v5_layout != "fused"; }
+
+std::vector<InspectCase> InspectCases(bool own_fused_form) {
   std::vector<InspectCase> v;
   // Every built-in family, so that a new rule file cannot go untested.
   for (const auto& f : BuiltinFamilies()) {
-    v.push_back({f, "per-expert"});
-    v.push_back({f, "fused"});
+    const testing::FamilyNames& n = testing::NamesOf(f);
+    if (own_fused_form != OwnFusedForm(f)) {
+      if (own_fused_form) continue;
+      v.push_back({f, "per-expert", "", "per-expert"});  // the other list has the fused one
+      continue;
+    }
+    if (!own_fused_form) v.push_back({f, "per-expert", "", "per-expert"});
+    v.push_back({f, "fused", n.has_dtype("fp8") ? "fp8" : "", n.v5_layout});
   }
-  v.push_back({"qwen3_vl_moe", "fused-transposed"});  // the only family whose Hub layout is transposed
+  if (own_fused_form) return v;
+  v.push_back({"qwen3_vl_moe", "fused-transposed", "", "fused-transposed"});  // fused-transposed on the Hub, fused in v5
+  // granitemoe's Hub: v5's layout under names of its own; and the model
+  // types that select granitemoe.
+  v.push_back({"granitemoe", "fused-hub-names", "", "fused"});
+  for (const char* t : {"granitemoeshared", "granitemoehybrid"}) {
+    for (const char* l : {"per-expert", "fused", "fused-hub-names"}) {
+      v.push_back({"granitemoe", l, "", std::string(l) == "per-expert" ? "per-expert" : "fused", t});
+    }
+  }
   return v;
 }
 
-INSTANTIATE_TEST_SUITE_P(All, InspectEvery, ::testing::ValuesIn(InspectCases()), [](const auto& info) {
-  std::string n = info.param.family + "_" + info.param.layout;
+std::string InspectCaseName(const ::testing::TestParamInfo<InspectCase>& info) {
+  std::string n = info.param.model_type + "_" + info.param.layout;
   for (char& ch : n) {
     if (ch == '-') ch = '_';
   }
   return n;
-});
+}
+
+INSTANTIATE_TEST_SUITE_P(All, InspectEvery, ::testing::ValuesIn(InspectCases(false)), InspectCaseName);
+// gpt_oss and llama4 fused: their own fused forms, down_proj included.
+INSTANTIATE_TEST_SUITE_P(OwnForms, InspectEvery,
+                         ::testing::ValuesIn(InspectCases(true)), InspectCaseName);
 
 TEST(InspectMalformed, OneErrorLineNamingTheFile) {
   TempDir d;

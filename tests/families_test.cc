@@ -6,6 +6,12 @@
 //  - the streaming converter, fed in a shuffled order, gives the executor's
 //    bytes in both directions;
 //  - `synth --layout fused` is what `convert` makes of `synth --layout per-expert`;
+//  - families whose Hub is not per-expert (gpt_oss and llama4 ship v5's own
+//    fused forms, granitemoe v5's standard one under names of its own) from
+//    both their Hub layout and the per-expert export, with the interleaved
+//    and transposed-halves bytes checked element by element;
+//  - ernie4_5_vl_moe's one expert list in two shares, its transposed
+//    routers and its correction bias cut in two;
 //  - qwen3_vl_moe's transposed Hub layout, its ambiguous H == 2I case, the
 //    qwen3_5_moe pass-through and a renamed prefix.
 #include <gtest/gtest.h>
@@ -13,6 +19,9 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <random>
 #include <string>
@@ -24,6 +33,7 @@
 #include "moepack/convert.h"
 #include "moepack/rules.h"
 #include "moepack/streaming.h"
+#include "moepack/verify.h"
 #include "testutil.h"
 
 namespace moepack {
@@ -48,11 +58,16 @@ struct StackSpec {
 
 // Names (blocks, leaves, routers, renames) come from family_names.h.
 struct Family {
-  std::string name;
+  std::string name;         // the model_type synth writes
   std::string dtype;        // the dtype the table test runs in
-  std::string hub_layout;   // what the Hub ships: per-expert | fused-transposed | fused
+  // What the Hub ships, as synth's layout: per-expert | fused-transposed
+  // (qwen3_vl_moe) | fused (v5's form: qwen3_5_moe, gpt_oss, llama4) |
+  // fused-hub-names (granitemoe: v5's form under the Hub's names).
+  std::string hub_layout;
   std::vector<StackSpec> stacks;
+  std::string rules = "";  // the family its rules are (granitemoe for granitemoeshared); "": name
   const testing::FamilyNames& names() const { return testing::NamesOf(name); }
+  std::string family() const { return rules.empty() ? name : rules; }
 };
 
 const std::vector<StackSpec> kModel = {{"model.", ""}};
@@ -96,8 +111,22 @@ const std::vector<Family>& Families() {
       {"jamba", "bf16", "per-expert", kModel},
       {"nemotron_h", "fp8", "per-expert", {{"backbone.", ""}}},
       {"deepseek_v4", "fp8", "per-expert", {{"", ""}}},
+      {"gpt_oss", "bf16", "fused", kModel},
+      {"llama4", "f16", "fused", {{"language_model.model.", "text_config"}}},
+      {"granitemoe", "f32", "fused-hub-names", kModel},
+      {"granitemoeshared", "bf16", "fused-hub-names", kModel, "granitemoe"},
+      {"granitemoehybrid", "bf16", "fused-hub-names", kModel, "granitemoe"},
+      {"ernie4_5_vl_moe", "bf16", "per-expert", kModel},
   };
   return f;
+}
+
+// Where the table tests start: the Hub's layout, and the per-expert export
+// too where the Hub is fused and the rules fuse (qwen3_vl_moe's only
+// transpose).
+std::vector<std::string> Sources(const Family& f) {
+  if (f.hub_layout == "per-expert" || f.name == "qwen3_vl_moe") return {f.hub_layout};
+  return {f.hub_layout, "per-expert"};
 }
 
 const Family& Get(const std::string& name) {
@@ -141,7 +170,14 @@ struct StackDims {
   uint64_t E, H, I;
   uint64_t scored;  // experts the router scores: E, plus LongCat's zero_expert_num identity experts
   std::vector<int> moe_layers;
+  // The expert width of each share of the expert list (ernie4_5_vl_moe's
+  // text and vision experts, E each, from config.json's list); one entry
+  // when the list is not shared.
+  std::vector<uint64_t> widths;
 };
+
+// A config value that is an integer, or a list of one per share (its first).
+uint64_t FirstOf(const json& v) { return (v.is_array() ? v[0] : v).get<uint64_t>(); }
 
 std::vector<StackDims> ExpectedStacks(const Family& f, const std::string& dir) {
   const json cfg = testing::ReadJson(dir + "/config.json");
@@ -165,10 +201,23 @@ std::vector<StackDims> ExpectedStacks(const Family& f, const std::string& dir) {
     // The config must say what the options asked for.
     uint64_t e = 0;
     for (const char* k : {"num_experts", "n_routed_experts", "num_local_experts", "moe_num_experts"}) {
-      if (text->contains(k)) e = (*text)[k].get<uint64_t>();
+      if (text->contains(k)) e = FirstOf((*text)[k]);
     }
     EXPECT_EQ(e, d.E) << f.name << " " << s.prefix;
     EXPECT_EQ((*text)["hidden_size"].get<uint64_t>(), d.H) << f.name;
+    d.widths = {d.I};
+    const size_t shares = f.names().shares.size();
+    if (shares > 0) {  // moe_num_experts and moe_intermediate_size list each share's
+      const json& widths = (*text)["moe_intermediate_size"];
+      EXPECT_TRUE(widths.is_array() && widths.size() == shares) << widths.dump();
+      if (!widths.is_array() || widths.size() != shares) return out;
+      EXPECT_EQ(widths[0].get<uint64_t>(), d.I);
+      d.widths = widths.get<std::vector<uint64_t>>();
+      for (size_t k = 0; k < shares; ++k) {
+        const json& count = (*text)["moe_num_experts"];
+        EXPECT_EQ(count.is_array() ? count[k].get<uint64_t>() : count.get<uint64_t>(), d.E);
+      }
+    }
     out.push_back(d);
   }
   return out;
@@ -194,14 +243,6 @@ std::string Rows(const std::string& block, uint64_t cols, uint64_t r0, uint64_t 
   return block.substr(r0 * cols * es, nr * cols * es);
 }
 
-std::string Transposed(const std::string& block, uint64_t rows, uint64_t cols, uint64_t es) {
-  std::string out;
-  out.reserve(block.size());
-  for (uint64_t c = 0; c < cols; ++c) {
-    for (uint64_t r = 0; r < rows; ++r) out += testing::Element(block, cols, r, c, es);
-  }
-  return out;
-}
 
 bool IsPerExpertName(const std::string& name) {
   auto p = name.find(".experts.");
@@ -225,10 +266,12 @@ std::vector<std::string> AllFamilies() {
 TEST(FamilyTable, CoversEveryBuiltinFamily) {
   auto builtin = BuiltinFamilies();
   std::sort(builtin.begin(), builtin.end());
-  auto mine = AllFamilies();
-  std::sort(mine.begin(), mine.end());
+  std::set<std::string> families;  // granitemoe's three model types are one family
+  for (const auto& f : Families()) families.insert(f.family());
+  std::vector<std::string> mine(families.begin(), families.end());
   EXPECT_EQ(mine, builtin);
-  EXPECT_EQ(mine.size(), 35u);
+  EXPECT_EQ(mine.size(), 39u);
+  EXPECT_EQ(Families().size(), 41u);
   std::vector<std::string> named;
   for (const auto& n : testing::AllFamilyNames()) named.push_back(n.family);
   std::sort(named.begin(), named.end());
@@ -237,13 +280,14 @@ TEST(FamilyTable, CoversEveryBuiltinFamily) {
 
 // ---- the v5 table -----------------------------------------------------------
 
-TEST_P(FamilyTest, FusedOutputHasV5NamesShapesAndBytes) {
-  const Family& f = family();
+// Synthesizes `f` in layout `from` under `dir`, converts it to fused and
+// checks the output against v5's names, shapes and bytes.
+void ExpectV5Table(const Family& f, const std::string& from, const std::string& dir) {
   const testing::FamilyNames& n = f.names();
-  const std::string src = d_ / "src", out = d_ / "fused";
-  testing::SynthOrDie(src, Options(f, f.hub_layout, f.dtype));
+  const std::string src = dir + "/src", out = dir + "/fused";
+  testing::SynthOrDie(src, Options(f, from, f.dtype));
   auto r = testing::ConvertOrDie(src, out, Direction::kToFused);
-  EXPECT_EQ(r.plan.family, f.name);
+  EXPECT_EQ(r.plan.family, f.family());
   const TensorMap a = testing::ReadTensors(src), b = testing::ReadTensors(out);
   const DType wdt = WeightDType(f.dtype);
   const bool fp8 = f.dtype == "fp8";
@@ -251,10 +295,17 @@ TEST_P(FamilyTest, FusedOutputHasV5NamesShapesAndBytes) {
   // Non-gated experts (nemotron_h) have an up projection and no gate.
   const bool gated = n.gated();
   const int kGate = 0, kUp = gated ? 1 : 0, kDown = gated ? 2 : 1;
+  const std::string& form = n.v5_layout;  // how v5 holds the fused experts
 
   std::set<std::string> expected;  // every name DST must have
+  std::set<std::string> reshaped;  // source tensors v5 holds reshaped (checked here, not passed through)
+  auto source = [&](const std::string& name) -> const RawTensor* {
+    auto it = a.find(name);
+    EXPECT_NE(it, a.end()) << "no " << name << " in the source";
+    return it == a.end() ? nullptr : &it->second;
+  };
   for (const StackDims& s : ExpectedStacks(f, src)) {
-    const uint64_t E = s.E, H = s.H, I = s.I;
+    const uint64_t E = s.E, H = s.H;
     for (int L : s.moe_layers) {
       SCOPED_TRACE(Layer(s, L));
       const std::string v5 = testing::V5Name(n, Layer(s, L)) + n.v5_block + ".";
@@ -268,74 +319,125 @@ TEST_P(FamilyTest, FusedOutputHasV5NamesShapesAndBytes) {
         EXPECT_EQ(it->second.shape, shape) << name;
         return it->second.shape == shape ? &it->second : nullptr;
       };
-      const std::string up_name = gated ? "experts.gate_up_proj" : "experts.up_proj";
-      const RawTensor* gu = expect(v5 + up_name, wdt, {E, (gated ? 2 : 1) * I, H});
-      const RawTensor* dn = expect(v5 + "experts.down_proj", wdt, {E, H, I});
-      const RawTensor* gus = nullptr;
-      const RawTensor* dns = nullptr;
-      if (fp8) {
-        gus = expect(v5 + up_name + "_scale_inv", DType::F32, {E, (gated ? 2 : 1) * CeilDiv(I, 128), CeilDiv(H, 128)});
-        dns = expect(v5 + "experts.down_proj_scale_inv", DType::F32, {E, CeilDiv(H, 128), CeilDiv(I, 128)});
+      if (n.shares.empty()) {
+        // The router keeps its bytes under its v5 name.
+        const RawTensor* router = nullptr;
+        if (a.count(hub + n.router_hub)) router = &a.at(hub + n.router_hub);
+        ASSERT_NE(router, nullptr) << "no router " << hub + n.router_hub << " in the source";
+        const RawTensor* rv5 = expect(v5 + n.router_v5, router->dtype, {s.scored, H});
+        if (rv5) {
+          EXPECT_TRUE(rv5->data == router->data);
+        }
+      } else {
+        // One router per share, [H, E] on the Hub, transposed in v5; the
+        // [shares, E] correction bias cut into a [1, E] row per share.
+        const RawTensor* bias = source(hub + n.share_bias_hub);
+        ASSERT_NE(bias, nullptr);
+        reshaped.insert(bias->name);
+        EXPECT_EQ(bias->dtype, DType::F32);
+        EXPECT_EQ(bias->shape, (std::vector<uint64_t>{n.shares.size(), E}));
+        for (size_t k = 0; k < n.shares.size(); ++k) {
+          const std::string module = v5 + n.shares[k].module + ".";
+          const RawTensor* router = source(hub + n.shares[k].router_hub);
+          ASSERT_NE(router, nullptr);
+          reshaped.insert(router->name);
+          EXPECT_EQ(router->shape, (std::vector<uint64_t>{H, E})) << router->name;
+          if (const RawTensor* rv5 = expect(module + "gate.weight", router->dtype, {E, H})) {
+            EXPECT_TRUE(rv5->data ==
+                        testing::TransposeMatrix(router->data, H, E, testing::ElementBytes(router->dtype)));
+          }
+          if (const RawTensor* part = expect(module + n.share_bias_v5, DType::F32, {1, E})) {
+            EXPECT_TRUE(part->data == bias->data.substr(k * E * 4, E * 4)) << module << n.share_bias_v5;
+          }
+        }
       }
-      // The router keeps its bytes under its v5 name.
-      const RawTensor* router = nullptr;
-      if (a.count(hub + n.router_hub)) router = &a.at(hub + n.router_hub);
-      ASSERT_NE(router, nullptr) << "no router " << hub + n.router_hub << " in the source";
-      const RawTensor* rv5 = expect(v5 + n.router_v5, router->dtype, {s.scored, H});
-      if (rv5) {
-        EXPECT_TRUE(rv5->data == router->data);
-      }
-      if (!gu || !dn) continue;
+      for (size_t k = 0; k < s.widths.size(); ++k) {
+        const uint64_t I = s.widths[k], first = k * E;  // a share's experts, renumbered from 0 in v5
+        const std::string ep = v5 + (n.shares.empty() ? "" : n.shares[k].module + ".") + "experts.";
+        const std::string up_name = ep + (gated ? "gate_up_proj" : "up_proj");
+        const RawTensor* gu = expect(up_name, wdt, testing::FusedGateUpShape(form, E, (gated ? 2 : 1) * I, H));
+        const RawTensor* dn = expect(ep + "down_proj", wdt, testing::FusedDownShape(form, E, H, I));
+        const RawTensor* gus = nullptr;
+        const RawTensor* dns = nullptr;
+        if (fp8) {
+          gus = expect(up_name + "_scale_inv", DType::F32, {E, (gated ? 2 : 1) * CeilDiv(I, 128), CeilDiv(H, 128)});
+          dns = expect(ep + "down_proj_scale_inv", DType::F32, {E, CeilDiv(H, 128), CeilDiv(I, 128)});
+        }
+        const RawTensor* gub = nullptr;
+        const RawTensor* dnb = nullptr;
+        if (n.expert_bias) {  // gpt_oss: [E, 2I] gate and up interleaved as their weights, [E, H]
+          gub = expect(up_name + "_bias", wdt, {E, 2 * I});
+          dnb = expect(ep + "down_proj_bias", wdt, {E, H});
+        }
+        if (!gu || !dn) continue;
 
-      if (f.hub_layout == "per-expert") {
-        auto expert = [&](uint64_t j, int which, const std::string& suffix) -> const RawTensor& {
-          const std::string name = hub + "experts." + std::to_string(j) + "." + n.leaves[which] + suffix;
-          static const RawTensor none;
-          auto it = a.find(name);
-          EXPECT_NE(it, a.end()) << name;
-          return it == a.end() ? none : it->second;
-        };
-        const std::string scale = n.scale_suffix;
-        for (uint64_t j = 0; j < E; ++j) {
-          const std::string g = Slice(*gu, j);
-          if (gated) {
-            EXPECT_TRUE(Rows(g, H, 0, I, es) == expert(j, kGate, ".weight").data) << "gate rows of expert " << j;
-            EXPECT_TRUE(Rows(g, H, I, I, es) == expert(j, kUp, ".weight").data) << "up rows of expert " << j;
-          } else {
-            EXPECT_TRUE(g == expert(j, kUp, ".weight").data) << "up of expert " << j;
-          }
-          EXPECT_TRUE(Slice(*dn, j) == expert(j, kDown, ".weight").data) << "down of expert " << j;
-          if (gus && dns) {
-            const uint64_t si = CeilDiv(I, 128), sh = CeilDiv(H, 128);
-            const std::string gs = Slice(*gus, j);
-            if (gated) {
-              EXPECT_TRUE(Rows(gs, sh, 0, si, 4) == expert(j, kGate, scale).data) << "gate scales " << j;
-              EXPECT_TRUE(Rows(gs, sh, si, si, 4) == expert(j, kUp, scale).data) << "up scales " << j;
+        if (from == "per-expert") {
+          auto expert = [&](uint64_t j, int which, const std::string& suffix) -> const RawTensor& {
+            const std::string name = hub + "experts." + std::to_string(first + j) + "." + n.leaves[which] + suffix;
+            static const RawTensor none;
+            auto it = a.find(name);
+            EXPECT_NE(it, a.end()) << name;
+            return it == a.end() ? none : it->second;
+          };
+          const std::string scale = n.scale_suffix;
+          for (uint64_t j = 0; j < E; ++j) {
+            const std::string g = Slice(*gu, j);
+            if (form != "fused") {  // [H, 2I]: gate and up columns, as halves or interleaved
+              EXPECT_TRUE(g == testing::FusedGateUp(form, expert(j, kGate, ".weight").data,
+                                                    expert(j, kUp, ".weight").data, I, H, es))
+                  << form << " gate_up of expert " << j;
+            } else if (gated) {
+              EXPECT_TRUE(Rows(g, H, 0, I, es) == expert(j, kGate, ".weight").data) << "gate rows of expert " << j;
+              EXPECT_TRUE(Rows(g, H, I, I, es) == expert(j, kUp, ".weight").data) << "up rows of expert " << j;
             } else {
-              EXPECT_TRUE(gs == expert(j, kUp, scale).data) << "up scales " << j;
+              EXPECT_TRUE(g == expert(j, kUp, ".weight").data) << "up of expert " << j;
             }
-            EXPECT_TRUE(Slice(*dns, j) == expert(j, kDown, scale).data) << "down scales " << j;
+            EXPECT_TRUE(Slice(*dn, j) == testing::FusedDown(form, expert(j, kDown, ".weight").data, H, I, es))
+                << "down of expert " << j;
+            if (gub && dnb) {
+              EXPECT_TRUE(Slice(*gub, j) == testing::FusedGateUp(form, expert(j, kGate, ".bias").data,
+                                                                 expert(j, kUp, ".bias").data, I, 1, es))
+                  << "gate_up bias of expert " << j;
+              EXPECT_TRUE(Slice(*dnb, j) == expert(j, kDown, ".bias").data) << "down bias of expert " << j;
+            }
+            if (gus && dns) {
+              const uint64_t si = CeilDiv(I, 128), sh = CeilDiv(H, 128);
+              const std::string gs = Slice(*gus, j);
+              if (gated) {
+                EXPECT_TRUE(Rows(gs, sh, 0, si, 4) == expert(j, kGate, scale).data) << "gate scales " << j;
+                EXPECT_TRUE(Rows(gs, sh, si, si, 4) == expert(j, kUp, scale).data) << "up scales " << j;
+              } else {
+                EXPECT_TRUE(gs == expert(j, kUp, scale).data) << "up scales " << j;
+              }
+              EXPECT_TRUE(Slice(*dns, j) == expert(j, kDown, scale).data) << "down scales " << j;
+            }
+          }
+        } else if (from == "fused-transposed") {
+          // Hub [E, H, 2I] / [E, I, H]: v5 slice j is the transpose of Hub slice j.
+          const RawTensor& hgu = a.at(hub + "experts.gate_up_proj");
+          const RawTensor& hdn = a.at(hub + "experts.down_proj");
+          EXPECT_EQ(hgu.shape, (std::vector<uint64_t>{E, H, 2 * I}));
+          EXPECT_EQ(hdn.shape, (std::vector<uint64_t>{E, I, H}));
+          for (uint64_t j = 0; j < E; ++j) {
+            EXPECT_TRUE(Slice(*gu, j) == testing::TransposeMatrix(Slice(hgu, j), H, 2 * I, es)) << "gate_up of expert " << j;
+            EXPECT_TRUE(Slice(*dn, j) == testing::TransposeMatrix(Slice(hdn, j), I, H, es)) << "down of expert " << j;
+          }
+        } else {  // already v5's layout, under v5's names or (granitemoe) names of the Hub's own
+          const RawTensor* hgu = source(n.hub_fused.empty() ? up_name : hub + n.hub_fused[0]);
+          const RawTensor* hdn = source(n.hub_fused.empty() ? ep + "down_proj" : hub + n.hub_fused[1]);
+          EXPECT_TRUE(hgu && gu->data == hgu->data);
+          EXPECT_TRUE(hdn && dn->data == hdn->data);
+          if (gub && dnb) {
+            EXPECT_TRUE(gub->data == a.at(up_name + "_bias").data);
+            EXPECT_TRUE(dnb->data == a.at(ep + "down_proj_bias").data);
           }
         }
-      } else if (f.hub_layout == "fused-transposed") {
-        // Hub [E, H, 2I] / [E, I, H]: v5 slice j is the transpose of Hub slice j.
-        const RawTensor& hgu = a.at(hub + "experts.gate_up_proj");
-        const RawTensor& hdn = a.at(hub + "experts.down_proj");
-        EXPECT_EQ(hgu.shape, (std::vector<uint64_t>{E, H, 2 * I}));
-        EXPECT_EQ(hdn.shape, (std::vector<uint64_t>{E, I, H}));
-        for (uint64_t j = 0; j < E; ++j) {
-          EXPECT_TRUE(Slice(*gu, j) == Transposed(Slice(hgu, j), H, 2 * I, es)) << "gate_up of expert " << j;
-          EXPECT_TRUE(Slice(*dn, j) == Transposed(Slice(hdn, j), I, H, es)) << "down of expert " << j;
-        }
-      } else {  // already v5
-        EXPECT_TRUE(gu->data == a.at(v5 + "experts.gate_up_proj").data);
-        EXPECT_TRUE(dn->data == a.at(v5 + "experts.down_proj").data);
       }
     }
   }
   // Everything else passes through, renamed as v5 renames it, with its bytes.
   for (const auto& [name, t] : a) {
-    if (IsPerExpertName(name)) continue;
+    if (IsPerExpertName(name) || reshaped.count(name)) continue;
     const std::string v5 = testing::V5Name(n, name);
     if (expected.count(v5)) continue;
     expected.insert(v5);
@@ -348,12 +450,22 @@ TEST_P(FamilyTest, FusedOutputHasV5NamesShapesAndBytes) {
   for (const auto& [name, _] : b) {
     EXPECT_TRUE(expected.count(name)) << "unexpected output tensor " << name;
     EXPECT_FALSE(IsPerExpertName(name)) << name;
-    EXPECT_EQ(name.find("block_sparse_moe"), std::string::npos) << name;
+    if (n.v5_block != "block_sparse_moe") {  // granitemoe's v5 keeps its block's name
+      EXPECT_EQ(name.find("block_sparse_moe"), std::string::npos) << name;
+    }
     if (n.hub_block != n.v5_block) {
       EXPECT_EQ(name.find("." + n.hub_block + "."), std::string::npos) << name;
     }
   }
   EXPECT_EQ(b.size(), expected.size());
+}
+
+TEST_P(FamilyTest, FusedOutputHasV5NamesShapesAndBytes) {
+  const Family& f = family();
+  for (const std::string& from : Sources(f)) {
+    SCOPED_TRACE("from " + from);
+    ExpectV5Table(f, from, d_ / from);
+  }
 }
 
 // ---- round trips ------------------------------------------------------------
@@ -426,17 +538,21 @@ TensorMap Stream(const std::string& dir, Direction direction, uint64_t seed,
 
 TEST_P(FamilyTest, StreamingGivesTheExecutorsBytesBothWays) {
   const Family& f = family();
-  testing::SynthOrDie(d_ / "src", Options(f, f.hub_layout, f.dtype, 23));
-  testing::ConvertOrDie(d_ / "src", d_ / "fused", Direction::kToFused);
-  testing::ConvertOrDie(d_ / "fused", d_ / "back", Direction::kToPerExpert);
-  for (uint64_t seed : {1, 2}) {
-    EXPECT_EQ(testing::DiffTensors(testing::ReadTensors(d_ / "fused"), Stream(d_ / "src", Direction::kToFused, seed)),
-              "")
-        << "to fused, shuffle " << seed;
-    EXPECT_EQ(testing::DiffTensors(testing::ReadTensors(d_ / "back"),
-                                   Stream(d_ / "fused", Direction::kToPerExpert, seed)),
-              "")
-        << "to per-expert, shuffle " << seed;
+  for (const std::string& from : Sources(f)) {
+    SCOPED_TRACE("from " + from);
+    const std::string d = d_ / from;
+    testing::SynthOrDie(d + "/src", Options(f, from, f.dtype, 23));
+    testing::ConvertOrDie(d + "/src", d + "/fused", Direction::kToFused);
+    testing::ConvertOrDie(d + "/fused", d + "/back", Direction::kToPerExpert);
+    for (uint64_t seed : {1, 2}) {
+      EXPECT_EQ(testing::DiffTensors(testing::ReadTensors(d + "/fused"), Stream(d + "/src", Direction::kToFused, seed)),
+                "")
+          << "to fused, shuffle " << seed;
+      EXPECT_EQ(testing::DiffTensors(testing::ReadTensors(d + "/back"),
+                                     Stream(d + "/fused", Direction::kToPerExpert, seed)),
+                "")
+          << "to per-expert, shuffle " << seed;
+    }
   }
 }
 
@@ -453,13 +569,172 @@ TEST_P(FamilyTest, SynthFusedEqualsConvertedPerExpert) {
   EXPECT_EQ(testing::DiffTensors(testing::ReadTensors(d_ / "v5"), testing::ReadTensors(d_ / "converted")), "");
   testing::ConvertOrDie(d_ / "v5", d_ / "exported", Direction::kToPerExpert);
   EXPECT_EQ(testing::DiffTensors(testing::ReadTensors(d_ / "hub"), testing::ReadTensors(d_ / "exported")), "");
+  // A Hub layout of the family's own (granitemoe's names) converts to the
+  // same v5 checkpoint, and exports to the same per-expert one.
+  if (f.hub_layout == "per-expert" || f.hub_layout == from || f.hub_layout == "fused") return;
+  testing::SynthOrDie(d_ / "own", Options(f, f.hub_layout, f.dtype, 31));
+  testing::ConvertOrDie(d_ / "own", d_ / "own-v5", Direction::kToFused);
+  EXPECT_EQ(testing::DiffTensors(testing::ReadTensors(d_ / "v5"), testing::ReadTensors(d_ / "own-v5")), "");
+  testing::ConvertOrDie(d_ / "own", d_ / "own-exported", Direction::kToPerExpert);
+  EXPECT_EQ(testing::DiffTensors(testing::ReadTensors(d_ / "hub"), testing::ReadTensors(d_ / "own-exported")), "");
 }
 
 INSTANTIATE_TEST_SUITE_P(All, FamilyTest, ::testing::ValuesIn(AllFamilies()), ParamName);
-INSTANTIATE_TEST_SUITE_P(All, FamilyDTypeTest,
-                         ::testing::Combine(::testing::ValuesIn(AllFamilies()),
-                                            ::testing::Values("bf16", "f16", "f32", "fp8")),
+// Every family in every weight type synth writes for it (family_names.h).
+std::vector<std::tuple<std::string, std::string>> FamilyDTypes() {
+  std::vector<std::tuple<std::string, std::string>> v;
+  for (const std::string& f : AllFamilies()) {
+    for (const std::string& dtype : testing::NamesOf(f).dtypes) v.emplace_back(f, dtype);
+  }
+  return v;
+}
+
+INSTANTIATE_TEST_SUITE_P(All, FamilyDTypeTest, ::testing::ValuesIn(FamilyDTypes()),
                          [](const auto& info) { return std::get<0>(info.param) + "_" + std::get<1>(info.param); });
+
+// ---- gpt_oss and llama4: v5's own fused forms, element by element --------------
+
+// The fact sheet's definitions (v5_families.md 5.1, 5.2), element by
+// element: gpt_oss's gate_up_proj [E, H, 2I] holds gate[i][h] at [h][2i]
+// and up[i][h] at [h][2i + 1] (gate = gate_up[..., ::2]), its
+// gate_up_proj_bias [E, 2I] gate[i] at 2i and up[i] at 2i + 1; llama4's
+// gate_up_proj holds gate[i][h] at [h][i] and up[i][h] at [h][I + i]
+// (chunk(2, -1)); both hold down[h][i] at down_proj [E, I, H]'s [i][h].
+TEST(OwnFusedForms, GptOssInterleavesAndLlama4JoinsHalvesElementByElement) {
+  for (const std::string family : {"gpt_oss", "llama4"}) {
+    SCOPED_TRACE(family);
+    const bool gpt_oss = family == "gpt_oss";
+    const uint64_t E = 3, H = 40, I = 24, es = 2;
+    SynthOptions o = testing::TinyOptions(family, "per-expert", "bf16");
+    o.layers = 2;  // llama4: moe_layers [1]
+    o.experts = static_cast<int>(E);
+    o.hidden = static_cast<int>(H);
+    o.intermediate = static_cast<int>(I);
+    TempDir d;
+    testing::SynthOrDie(d / "src", o);
+    testing::ConvertOrDie(d / "src", d / "out", Direction::kToFused);
+    const TensorMap a = testing::ReadTensors(d / "src"), b = testing::ReadTensors(d / "out");
+    const std::string block = gpt_oss ? "model.layers.1.mlp." : "language_model.model.layers.1.feed_forward.";
+    ASSERT_TRUE(b.count(block + "experts.gate_up_proj") && b.count(block + "experts.down_proj"));
+    const RawTensor& gu = b.at(block + "experts.gate_up_proj");
+    const RawTensor& dn = b.at(block + "experts.down_proj");
+    ASSERT_EQ(gu.shape, (std::vector<uint64_t>{E, H, 2 * I}));
+    ASSERT_EQ(dn.shape, (std::vector<uint64_t>{E, I, H}));
+    EXPECT_EQ(b.count(block + "experts.gate_up_proj_bias"), gpt_oss ? 1u : 0u);
+    uint64_t wrong = 0, checked = 0;
+    auto same = [&](std::string_view x, std::string_view y) {
+      ++checked;
+      wrong += x != y;
+    };
+    for (uint64_t j = 0; j < E; ++j) {
+      const std::string ep = block + "experts." + std::to_string(j) + ".";
+      const std::string& gate = a.at(ep + "gate_proj.weight").data;
+      const std::string& up = a.at(ep + "up_proj.weight").data;
+      const std::string& down = a.at(ep + "down_proj.weight").data;
+      const std::string g = Slice(gu, j), dj = Slice(dn, j);
+      for (uint64_t i = 0; i < I; ++i) {
+        const uint64_t gate_col = gpt_oss ? 2 * i : i, up_col = gpt_oss ? 2 * i + 1 : I + i;
+        for (uint64_t h = 0; h < H; ++h) {
+          same(testing::Element(g, 2 * I, h, gate_col, es), testing::Element(gate, H, i, h, es));
+          same(testing::Element(g, 2 * I, h, up_col, es), testing::Element(up, H, i, h, es));
+          same(testing::Element(dj, H, i, h, es), testing::Element(down, I, h, i, es));
+        }
+      }
+      if (!gpt_oss) continue;
+      const std::string gb = Slice(b.at(block + "experts.gate_up_proj_bias"), j);
+      for (uint64_t i = 0; i < I; ++i) {
+        same(testing::Element(gb, 2 * I, 0, 2 * i, es), testing::Element(a.at(ep + "gate_proj.bias").data, 1, i, 0, es));
+        same(testing::Element(gb, 2 * I, 0, 2 * i + 1, es), testing::Element(a.at(ep + "up_proj.bias").data, 1, i, 0, es));
+      }
+      same(Slice(b.at(block + "experts.down_proj_bias"), j), a.at(ep + "down_proj.bias").data);
+    }
+    EXPECT_EQ(wrong, 0u) << "of " << checked << " elements";
+    EXPECT_EQ(checked, E * I * H * 3 + (gpt_oss ? E * (2 * I + 1) : 0));
+  }
+}
+
+// ---- gpt_oss's MXFP4 Hub form, dequantized --------------------------------------
+
+// quant_facts.md 5: `_blocks` [E, rows, cols / 32, 16] hold each row's
+// input dim in blocks of 32 e2m1 codes, two a byte, low nibble first;
+// `_scales` [E, rows, cols / 32] an e8m0 exponent per block; value =
+// FP4_VALUES[code] * 2^(e8m0 - 127); v5 holds the result transposed,
+// [E, cols, rows] ([E, H, 2I] and [E, I, H]). Checked here on every element
+// of synth's MXFP4 checkpoint converted with --dtype bf16, which must then
+// export per-expert like any BF16 gpt_oss checkpoint.
+TEST(GptOssMxfp4, DequantizesIntoV5sLayout) {
+  const uint64_t E = 4, H = 64, I = 96;
+  SynthOptions o = testing::TinyOptions("gpt_oss", "fused", "mxfp4");
+  o.layers = 2;
+  o.experts = static_cast<int>(E);
+  o.intermediate = static_cast<int>(I);
+  TempDir d;
+  testing::SynthOrDie(d / "hub", o);
+  ConvertOptions bf16;
+  bf16.dtype = DTypeChange::kToBF16;
+  testing::ConvertOrDie(d / "hub", d / "v5", Direction::kToFused, bf16);
+  const TensorMap a = testing::ReadTensors(d / "hub"), b = testing::ReadTensors(d / "v5");
+  EXPECT_FALSE(testing::ReadJson(d / "v5/config.json").contains("quantization_config"));
+  const float kFp4[16] = {+0.0f, +0.5f, +1.0f, +1.5f, +2.0f, +3.0f, +4.0f, +6.0f,
+                          -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
+  for (int L = 0; L < 2; ++L) {
+    const std::string ep = "model.layers." + std::to_string(L) + ".mlp.experts.";
+    for (const auto& [name, rows, cols] : {std::tuple{std::string("gate_up_proj"), 2 * I, H},
+                                           std::tuple{std::string("down_proj"), H, I}}) {
+      SCOPED_TRACE(ep + name);
+      ASSERT_TRUE(b.count(ep + name));
+      const RawTensor& v5 = b.at(ep + name);
+      EXPECT_EQ(v5.dtype, DType::BF16);
+      ASSERT_EQ(v5.shape, (std::vector<uint64_t>{E, cols, rows}));
+      EXPECT_FALSE(b.count(ep + name + "_blocks") || b.count(ep + name + "_scales"));
+      const std::string& blocks = a.at(ep + name + "_blocks").data;
+      const std::string& scales = a.at(ep + name + "_scales").data;
+      uint64_t wrong = 0;
+      for (uint64_t e = 0; e < E; ++e) {
+        for (uint64_t r = 0; r < rows; ++r) {
+          for (uint64_t c = 0; c < cols; ++c) {
+            const uint64_t block = (e * rows + r) * (cols / 32) + c / 32;
+            const auto byte = static_cast<uint8_t>(blocks[block * 16 + (c % 32) / 2]);
+            const int code = c % 2 ? byte >> 4 : byte & 0x0F;
+            const float want = std::ldexp(kFp4[code], static_cast<uint8_t>(scales[block]) - 127);
+            uint16_t got;
+            std::memcpy(&got, &v5.data[((e * cols + c) * rows + r) * 2], 2);
+            wrong += std::bit_cast<float>(uint32_t(got) << 16) != want ||
+                     std::signbit(std::bit_cast<float>(uint32_t(got) << 16)) != std::signbit(want);
+          }
+        }
+      }
+      EXPECT_EQ(wrong, 0u) << "of " << E * rows * cols;
+    }
+    // The biases pass through.
+    for (const char* bias : {"gate_up_proj_bias", "down_proj_bias"}) {
+      EXPECT_TRUE(b.count(ep + bias) && b.at(ep + bias).data == a.at(ep + bias).data) << ep << bias;
+    }
+  }
+  // BF16 now, it splits per expert and fuses back.
+  testing::ConvertOrDie(d / "v5", d / "per-expert", Direction::kToPerExpert);
+  testing::ConvertOrDie(d / "per-expert", d / "again", Direction::kToFused);
+  EXPECT_EQ(testing::DiffTensors(b, testing::ReadTensors(d / "again")), "");
+}
+
+// Disabled until verify pairs them across shards: synth shuffles tensors
+// into shards as real checkpoints may be split, and convert --dtype bf16
+// takes each _blocks with its _scales from wherever they are, but verify
+// (src/verify) refuses "'model.layers.1.mlp.experts.down_proj_blocks':
+// MXFP4 blocks and scales in two shards"; with one shard it verifies.
+TEST(GptOssMxfp4, VerifyPairsBlocksAndScalesAcrossShards) {
+  SynthOptions o = testing::TinyOptions("gpt_oss", "fused", "mxfp4");
+  o.layers = 2;
+  o.intermediate = 64;
+  TempDir d;
+  testing::SynthOrDie(d / "hub", o);
+  ConvertOptions bf16;
+  bf16.dtype = DTypeChange::kToBF16;
+  testing::ConvertOrDie(d / "hub", d / "v5", Direction::kToFused, bf16);
+  auto r = Verify(d / "hub", d / "v5", VerifyOptions{});
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_TRUE(r->ok) << r->problem;
+}
 
 // ---- qwen3_vl_moe: H == 2I cannot be told apart -------------------------------
 
@@ -499,7 +774,7 @@ TEST_F(VlAmbiguous, HubLayoutIsRefusedUnlessSourceLayoutSaysHf) {
     const RawTensor& hub = a.at(p + "gate_up_proj");
     const RawTensor& v5 = b.at(p + "gate_up_proj");
     ASSERT_EQ(v5.shape, (std::vector<uint64_t>{4, 64, 64}));
-    for (uint64_t j = 0; j < 4; ++j) EXPECT_TRUE(Slice(v5, j) == Transposed(Slice(hub, j), 64, 64, 2)) << j;
+    for (uint64_t j = 0; j < 4; ++j) EXPECT_TRUE(Slice(v5, j) == testing::TransposeMatrix(Slice(hub, j), 64, 64, 2)) << j;
     EXPECT_EQ(b.at(p + "down_proj").shape, (std::vector<uint64_t>{4, 64, 32}));
   }
   // The streaming converter refuses and accepts the same way.

@@ -6,6 +6,7 @@
 // BF16/F16 and saturation for e4m3). Every instruction set this CPU runs is
 // checked, bit for bit, NaN patterns included.
 #include <gtest/gtest.h>
+#include <xmmintrin.h>
 
 #include <algorithm>
 #include <bit>
@@ -549,7 +550,9 @@ Quantized RefQuantize(const Source& src, uint64_t br, uint64_t bc) {
       if (s == 0.0f) s = std::numeric_limits<float>::denorm_min();
       out.s[bi * gc + bj] = s;
       for (uint64_t r = bi * br; r < r1; ++r) {
-        for (uint64_t c = bj * bc; c < c1; ++c) out.q[r * src.cols + c] = RefE4M3Encode(src.values[r * src.stride + c] / s);
+        for (uint64_t c = bj * bc; c < c1; ++c) {
+          out.q[r * src.cols + c] = RefE4M3Encode(src.values[r * src.stride + c] / s);
+        }
       }
     }
   }
@@ -701,7 +704,9 @@ TEST(NumericsRoundTrip, Bf16ThroughFp8WithinTheBound) {
   std::vector<uint16_t> y(rows * cols);
   DequantFp8(q.data(), s.data(), rows, cols, br, bc, FloatType::kBF16, y.data());
 
-  auto ulp8 = [](double m) { return m < 0x1p-6 ? 0x1p-9 : std::ldexp(1.0, static_cast<int>(std::floor(std::log2(m))) - 3); };
+  auto ulp8 = [](double m) {
+    return m < 0x1p-6 ? 0x1p-9 : std::ldexp(1.0, static_cast<int>(std::floor(std::log2(m))) - 3);
+  };
   auto ulp16 = [](double m) {
     return m < 0x1p-126 ? 0x1p-133 : std::ldexp(1.0, static_cast<int>(std::floor(std::log2(m))) - 7);
   };
@@ -728,8 +733,67 @@ TEST(NumericsRoundTrip, Bf16ThroughFp8WithinTheBound) {
   EXPECT_GE(at_max, 3 * gc);
 }
 
+// The public entry points give the same bytes under a caller's MXCSR with
+// flush-to-zero, denormals-are-zero, rounding toward -inf and the invalid
+// and overflow exceptions unmasked (a trap would end the test), and leave
+// that MXCSR as they found it.
+TEST(NumericsFpEnv, ResultsDoNotDependOnTheCallersMxcsr) {
+  std::mt19937_64 rng(8);
+  std::vector<uint8_t> w(1024);
+  for (auto& c : w) c = RandomCode(rng);
+  const float fp8_scales[8] = {0x1p-140f, 3e-41f, -0x1p-130f, 1e-3f, 0.0f, std::numeric_limits<float>::infinity(),
+                               0x1p-149f, 7.0f};
+  std::vector<uint8_t> blocks(16 * 8), mx_scales = {0, 1, 255, 127, 0, 2, 255, 3};
+  for (auto& b : blocks) b = static_cast<uint8_t>(rng());
+  Source src = RandomSource(rng, FloatType::kF32, 16, 64, 64, 16, 16);
+  for (uint64_t i = 0; i < 64; ++i) src.Set(i, static_cast<uint32_t>(rng()) & 0x803FFFFFu);  // subnormals
+
+  struct Results {
+    std::vector<uint8_t> fp8_bf16 = std::vector<uint8_t>(2048), fp8_f32 = std::vector<uint8_t>(4096);
+    std::vector<uint8_t> mx_bf16 = std::vector<uint8_t>(512), mx_f16 = std::vector<uint8_t>(512);
+    std::vector<uint8_t> q = std::vector<uint8_t>(16 * 64);
+    std::vector<float> s = std::vector<float>(4);
+    std::vector<uint8_t> e4m3 = std::vector<uint8_t>(64);
+    bool operator==(const Results&) const = default;
+  };
+  // Expected: the kernels themselves (checked against the references above)
+  // under this test's default MXCSR.
+  Results want, got;
+  const Kernels& k = numerics::KernelsFor(numerics::ActiveIsa());
+  k.dequant_fp8_row(w.data(), fp8_scales, 1024, 128, FloatType::kBF16, want.fp8_bf16.data(), 0);
+  k.dequant_fp8_row(w.data(), fp8_scales, 1024, 128, FloatType::kF32, want.fp8_f32.data(), 0);
+  k.dequant_mxfp4_row(blocks.data(), mx_scales.data(), 8, FloatType::kBF16, want.mx_bf16.data());
+  k.dequant_mxfp4_row(blocks.data(), mx_scales.data(), 8, FloatType::kF16, want.mx_f16.data());
+  numerics::QuantizeFp8With(k, src.raw.data(), FloatType::kF32, 16, 64, 64, 16, 16, want.q.data(), want.s.data());
+  for (int i = 0; i < 64; ++i) want.e4m3[i] = RefE4M3Encode(src.values[i]);
+  auto run = [&](Results& r) {
+    DequantFp8Row(w.data(), fp8_scales, 1024, 128, FloatType::kBF16, r.fp8_bf16.data());
+    DequantFp8(w.data(), fp8_scales, 1, 1024, 128, 128, FloatType::kF32, r.fp8_f32.data());
+    DequantMxfp4Row(blocks.data(), mx_scales.data(), 8, FloatType::kBF16, r.mx_bf16.data());
+    DequantMxfp4Row(blocks.data(), mx_scales.data(), 8, FloatType::kF16, r.mx_f16.data());
+    QuantizeFp8(src.raw.data(), FloatType::kF32, 16, 64, 64, 16, 16, r.q.data(), r.s.data());
+    for (int i = 0; i < 64; ++i) r.e4m3[i] = FloatToE4M3(src.values[i]);
+  };
+  const unsigned saved = _mm_getcsr();
+  const unsigned odd = (saved | (1u << 15) | (1u << 6) | (1u << 13)) & ~((1u << 7) | (1u << 10));
+  _mm_setcsr(odd);
+  run(got);
+  const unsigned after = _mm_getcsr();
+  _mm_setcsr(saved);
+  EXPECT_EQ(after & ~0x3Fu, odd & ~0x3Fu);  // the mode bits as they were; flags may be raised
+  EXPECT_TRUE(got == want);
+  // Not vacuous: under that MXCSR plain arithmetic differs.
+  volatile float tiny = 0x1p-140f;
+  _mm_setcsr(odd | 0x1F80u);  // everything masked, FTZ/DAZ kept
+  const float flushed = tiny * 0.5f;
+  _mm_setcsr(saved);
+  EXPECT_EQ(flushed, 0.0f);
+}
+
 INSTANTIATE_TEST_SUITE_P(AllIsas, NumericsIsa, ::testing::Values(Isa::kScalar, Isa::kAvx2, Isa::kAvx512),
-                         [](const ::testing::TestParamInfo<Isa>& i) { return std::string(numerics::IsaName(i.param)); });
+                         [](const ::testing::TestParamInfo<Isa>& i) {
+                           return std::string(numerics::IsaName(i.param));
+                         });
 
 }  // namespace
 }  // namespace moepack::ops

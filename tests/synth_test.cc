@@ -43,6 +43,9 @@ struct StackExpect {
   std::string width_key;  // config path of the expert width
   std::string embed, head;
   std::string final_norm = "norm";  // leaf under prefix, without ".weight"
+  // The expert widths of the shares of an expert list (family_names.h's
+  // shares; each share has `experts` experts); empty: one list.
+  std::vector<uint64_t> share_widths = {};
 };
 
 // Blocks, expert leaves and routers are named as family_names.h says, and
@@ -63,6 +66,10 @@ struct FamilyExpect {
   std::vector<std::string> dense_leaves = {"gate_proj", "up_proj", "down_proj"};
   std::vector<uint64_t> no_mlp = {};  // layers with neither (Nemotron-H's Mamba and attention layers)
   std::string default_layout = "per-expert";
+  std::vector<std::string> layouts = {"per-expert", "fused", "fused-transposed"};  // what synth writes
+  std::string router_bias = "";    // the router's own bias [E] under the block (gpt_oss)
+  std::string sinks = "";          // attention sinks [heads] under self_attn
+  bool shared_under_layer = false;  // Granite's shared_mlp hangs off the layer, input_linear [2 * width, H]
 };
 
 StackExpect Model(const std::string& count_key, const std::string& width_key, uint64_t shared_width = 0) {
@@ -102,6 +109,22 @@ const std::vector<FamilyExpect>& Expectations() {
                               "talker.codec_head.weight"};
   const std::string kBias = "gate.e_score_correction_bias";
   const std::vector<std::string> kW = {"w1", "w3", "w2"};
+  // gpt_oss and llama4 ship v5's fused form, which has no transposed twin.
+  const std::vector<std::string> kOwnForm = {"per-expert", "fused"};
+  const std::vector<std::string> kGraniteLayouts = {"per-expert", "fused", "fused-transposed", "fused-hub-names"};
+  const FamilyExpect granite_shared = {.model_type = "granitemoeshared",
+                                       .stacks = {Model("num_local_experts", "intermediate_size", kQwenSharedI)},
+                                       .shared = "shared_mlp",
+                                       .shared_leaves = {"input_linear", "output_linear"},
+                                       .default_layout = "fused-hub-names",
+                                       .layouts = kGraniteLayouts,
+                                       .shared_under_layer = true};
+  FamilyExpect granite_hybrid = granite_shared;
+  granite_hybrid.model_type = "granitemoehybrid";
+  // ERNIE-4.5-VL: 8 text experts of width I, then 8 vision experts a third
+  // as wide (the real model's 1536 and 512).
+  StackExpect ernie = Model("moe_num_experts.0", "moe_intermediate_size.0", kI);
+  ernie.share_widths = {kI, kI / 3};
   static const std::vector<FamilyExpect> kAll = {
       {.model_type = "qwen2_moe",
        .stacks = {Model("num_experts", "moe_intermediate_size", kQwenSharedI)},
@@ -249,13 +272,38 @@ const std::vector<FamilyExpect>& Expectations() {
        .shared = "shared_experts",
        .shared_leaves = kW,
        .norms = {"attn_norm", "ffn_norm"}},
+      {.model_type = "gpt_oss",
+       .stacks = {Model("num_local_experts", "intermediate_size")},
+       .default_layout = "fused",
+       .layouts = kOwnForm,
+       .router_bias = "router.bias",
+       .sinks = "sinks"},
+      {.model_type = "llama4",
+       .stacks = {{"language_model.model.", kE, kI, kLayers, kI, "text_config.num_local_experts",
+                   "text_config.intermediate_size", "language_model.model.embed_tokens.weight",
+                   "language_model.lm_head.weight"}},
+       .shared = "shared_expert",
+       .dense = {0, 2},
+       .dense_block = "feed_forward",
+       .default_layout = "fused",
+       .layouts = kOwnForm},
+      {.model_type = "granitemoe",
+       .stacks = {Model("num_local_experts", "intermediate_size")},
+       .default_layout = "fused-hub-names",
+       .layouts = kGraniteLayouts},
+      granite_shared,
+      granite_hybrid,
+      {.model_type = "ernie4_5_vl_moe",
+       .stacks = {ernie},
+       .router_f32 = true,
+       .bias = "moe_statics.e_score_correction_bias",
+       .shared = "shared_experts",
+       .dense = {0}},
   };
   return kAll;
 }
 
 void PrintTo(const FamilyExpect& f, std::ostream* os) { *os << f.model_type; }
-
-const char* const kLayouts[] = {"per-expert", "fused", "fused-transposed"};
 
 const testing::FamilyNames& Names(const FamilyExpect& f) { return testing::NamesOf(f.model_type); }
 
@@ -330,15 +378,6 @@ std::string ReadTensor(const Checkpoint& c, const std::string& name) {
   return bytes;
 }
 
-// Expert block e of a [E, R, C] tensor, transposed to [C, R] (element size es).
-std::string TransposeBlock(const std::string& block, uint64_t rows, uint64_t cols, size_t es) {
-  std::string out(block.size(), '\0');
-  for (uint64_t r = 0; r < rows; ++r) {
-    for (uint64_t c = 0; c < cols; ++c) std::memcpy(&out[(c * rows + r) * es], &block[(r * cols + c) * es], es);
-  }
-  return out;
-}
-
 float Decode(DType dt, const char* p) {
   switch (dt) {
     case DType::F32: {
@@ -364,8 +403,12 @@ float Decode(DType dt, const char* p) {
 }
 
 // One expert's tensor, or the experts of a layer fused (laguna's
-// mlp.experts.e_score_correction_bias is neither).
-bool IsExpertTensor(const std::string& name) {
+// mlp.experts.e_score_correction_bias is neither), also under the Hub's own
+// fused names (granitemoe's input_linear / output_linear).
+bool IsExpertTensor(const FamilyExpect& f, const std::string& name) {
+  for (const std::string& leaf : Names(f).hub_fused) {
+    if (testing::EndsWith(name, "." + Names(f).hub_block + "." + leaf)) return true;
+  }
   const size_t p = name.find(".experts.");
   if (p == std::string::npos) return false;
   const std::string rest = name.substr(p + 9);
@@ -373,13 +416,53 @@ bool IsExpertTensor(const std::string& name) {
          rest.rfind("up_proj", 0) == 0 || rest.rfind("down_proj", 0) == 0;
 }
 
+// Whether `layout` names tensors as the Hub does (else as v5 does).
+bool HubNames(const std::string& layout) { return layout == "per-expert" || layout == "fused-hub-names"; }
+
+// How `layout` arranges the fused experts, by inspect's name for it:
+// `fused` is v5's own form (family_names.h), fused-hub-names v5's standard one.
+std::string FusedForm(const FamilyExpect& f, const std::string& layout) {
+  if (layout == "fused") return Names(f).v5_layout;
+  return layout == "fused-hub-names" ? "fused" : layout;
+}
+
+// A share of a layer's expert list: its v5 module ("" for the one list),
+// its first expert and its expert width.
+struct ShareExpect {
+  std::string module;
+  uint64_t first, width;
+};
+
+std::vector<ShareExpect> Shares(const FamilyExpect& f, const StackExpect& s) {
+  if (s.share_widths.empty()) return {{"", 0, s.intermediate}};
+  std::vector<ShareExpect> out;
+  for (size_t k = 0; k < s.share_widths.size(); ++k) {
+    out.push_back({Names(f).shares[k].module + ".", k * s.experts, s.share_widths[k]});
+  }
+  return out;
+}
+
+// The fused gate_up (or non-gated up) and down of share `sh` of layer L in
+// a fused `layout`.
+std::pair<std::string, std::string> FusedNames(const FamilyExpect& f, const StackExpect& s, uint64_t L,
+                                               const ShareExpect& sh, const std::string& layout) {
+  const testing::FamilyNames& n = Names(f);
+  if (layout == "fused-hub-names") {
+    const std::string block = LayerPrefix(s, L) + n.hub_block + ".";
+    return {block + n.hub_fused[0], block + n.hub_fused[1]};
+  }
+  const std::string ep = testing::V5Name(n, LayerPrefix(s, L)) + n.v5_block + "." + sh.module + "experts.";
+  return {ep + (n.gated() ? "gate_up_proj" : "up_proj"), ep + "down_proj"};
+}
+
 // ---- structure: every family x every layout ------------------------------
 
 void ExpectStructure(const Checkpoint& c, const FamilyExpect& f, const std::string& layout) {
   const testing::FamilyNames& n = Names(f);
-  const bool per_expert = layout == "per-expert", transposed = layout == "fused-transposed";
+  const bool per_expert = layout == "per-expert", hub_names = HubNames(layout);
+  const std::string form = FusedForm(f, layout);
   // A tensor that is not an expert, by its name in this layout.
-  auto named = [&](const std::string& hub) { return per_expert ? hub : testing::V5Name(n, hub); };
+  auto named = [&](const std::string& hub) { return hub_names ? hub : testing::V5Name(n, hub); };
   ASSERT_TRUE(c.config().has_value());
   const ModelConfig& cfg = *c.config();
   EXPECT_EQ(cfg.model_type(), f.model_type);
@@ -392,9 +475,11 @@ void ExpectStructure(const Checkpoint& c, const FamilyExpect& f, const std::stri
     ExpectTensor(c, head, {Info(c, head) ? Info(c, head)->shape[0] : 0, kH}, DType::BF16);
     ExpectTensor(c, named(s.prefix + s.final_norm + ".weight"), {kH}, DType::BF16);
     ExpectAbsent(c, named(LayerPrefix(s, s.layers) + f.norms[0] + ".weight"));
+    const std::vector<ShareExpect> shares = Shares(f, s);
     for (uint64_t L = 0; L < s.layers; ++L) {
       const std::string lp = LayerPrefix(s, L);
       for (const std::string& norm : f.norms) ExpectTensor(c, named(lp + norm + ".weight"), {kH}, DType::BF16);
+      if (!f.sinks.empty()) ExpectTensor(c, named(lp + "self_attn." + f.sinks), {4}, DType::BF16);  // tiny: 4 heads
       const std::string block = lp + n.hub_block + ".";  // Hub names; named() gives this layout's
       if (!IsMoeLayer(f, L)) {
         const bool dense = std::find(f.dense.begin(), f.dense.end(), L) != f.dense.end();
@@ -406,43 +491,76 @@ void ExpectStructure(const Checkpoint& c, const FamilyExpect& f, const std::stri
         ExpectAbsent(c, ExpertName(f, s, L, 0, 0));
         continue;
       }
-      ExpectTensor(c, named(block + n.router_hub), {scored, kH}, f.router_f32 ? DType::F32 : DType::BF16);
-      if (!f.bias.empty()) {
-        ExpectTensor(c, named(block + f.bias), f.bias_row ? Shape{1, scored} : Shape{scored}, DType::F32);
+      const DType router_dt = f.router_f32 ? DType::F32 : DType::BF16;
+      if (n.shares.empty()) {
+        ExpectTensor(c, named(block + n.router_hub), {scored, kH}, router_dt);
+      } else {  // one router per share: [H, E] on the Hub, [E, H] in v5
+        for (const testing::ShareNames& sh : n.shares) {
+          ExpectTensor(c, named(block + sh.router_hub), hub_names ? Shape{kH, E} : Shape{E, kH}, router_dt);
+        }
       }
-      for (uint64_t j = 0; j < E; ++j) {
-        for (int w = 0; w < NumLeaves(f); ++w) {
-          const std::string name = ExpertName(f, s, L, j, w);
-          if (per_expert) {
-            ExpectTensor(c, name, IsDown(f, w) ? Shape{kH, I} : Shape{I, kH}, DType::BF16);
-          } else {
-            ExpectAbsent(c, name);
+      if (!f.router_bias.empty()) ExpectTensor(c, named(block + f.router_bias), {scored}, DType::BF16);
+      if (!f.bias.empty() && n.share_bias_hub.empty()) {
+        ExpectTensor(c, named(block + f.bias), f.bias_row ? Shape{1, scored} : Shape{scored}, DType::F32);
+      } else if (!f.bias.empty()) {  // [shares, E] on the Hub, a [1, E] row per share in v5
+        EXPECT_EQ(f.bias, n.share_bias_hub);
+        if (hub_names) {
+          ExpectTensor(c, block + f.bias, {n.shares.size(), E}, DType::F32);
+        } else {
+          ExpectAbsent(c, named(block + f.bias));
+          for (const testing::ShareNames& sh : n.shares) {
+            ExpectTensor(c, testing::V5Name(n, lp) + n.v5_block + "." + sh.module + "." + n.share_bias_v5, {1, E},
+                         DType::F32);
           }
         }
       }
-      ExpectAbsent(c, ExpertName(f, s, L, E, 0));
       const uint64_t parts = n.gated() ? 2 : 1;
-      const std::string up = n.gated() ? "experts.gate_up_proj" : "experts.up_proj";
-      if (per_expert) {
-        ExpectAbsent(c, block + up);
-      } else {
-        const std::string fused = testing::V5Name(n, lp) + n.v5_block + ".";
-        ExpectTensor(c, fused + up, transposed ? Shape{E, kH, parts * I} : Shape{E, parts * I, kH}, DType::BF16);
-        ExpectTensor(c, fused + "experts.down_proj", transposed ? Shape{E, I, kH} : Shape{E, kH, I}, DType::BF16);
+      for (const ShareExpect& sh : shares) {
+        const uint64_t W = sh.width;
+        for (uint64_t j = sh.first; j < sh.first + E; ++j) {
+          for (int w = 0; w < NumLeaves(f); ++w) {
+            const std::string name = ExpertName(f, s, L, j, w);
+            if (per_expert) {
+              ExpectTensor(c, name, IsDown(f, w) ? Shape{kH, W} : Shape{W, kH}, DType::BF16);
+            } else {
+              ExpectAbsent(c, name);
+            }
+            const std::string bias = ExpertName(f, s, L, j, w, ".bias");
+            if (per_expert && n.expert_bias) {
+              ExpectTensor(c, bias, {IsDown(f, w) ? kH : W}, DType::BF16);
+            } else {
+              ExpectAbsent(c, bias);
+            }
+          }
+        }
+        const auto [up, down] = FusedNames(f, s, L, sh, per_expert ? "fused" : layout);
+        if (per_expert) {
+          ExpectAbsent(c, up);
+          if (!n.hub_fused.empty()) ExpectAbsent(c, FusedNames(f, s, L, sh, "fused-hub-names").first);
+        } else {
+          ExpectTensor(c, up, testing::FusedGateUpShape(form, E, parts * W, kH), DType::BF16);
+          ExpectTensor(c, down, testing::FusedDownShape(form, E, kH, W), DType::BF16);
+          if (n.expert_bias) {
+            ExpectTensor(c, up + "_bias", {E, parts * W}, DType::BF16);
+            ExpectTensor(c, down + "_bias", {E, kH}, DType::BF16);
+          }
+        }
       }
+      ExpectAbsent(c, ExpertName(f, s, L, shares.back().first + E, 0));
       if (s.shared_width > 0) {  // the omni thinker has none, its talker has one
-        const std::string sp = block + f.shared + ".";
+        const std::string sp = (f.shared_under_layer ? lp : block) + f.shared + ".";
         for (size_t w = 0; w < f.shared_leaves.size(); ++w) {
           const bool down = w + 1 == f.shared_leaves.size();
-          ExpectTensor(c, named(sp + f.shared_leaves[w] + ".weight"),
-                       down ? Shape{kH, s.shared_width} : Shape{s.shared_width, kH}, DType::BF16);
+          const uint64_t rows = f.shared_leaves[w] == "input_linear" ? 2 * s.shared_width : s.shared_width;
+          ExpectTensor(c, named(sp + f.shared_leaves[w] + ".weight"), down ? Shape{kH, s.shared_width} : Shape{rows, kH},
+                       DType::BF16);
         }
         if (f.shared_gate) ExpectTensor(c, named(block + "shared_expert_gate.weight"), {1, kH}, DType::BF16);
       }
     }
   }
   for (const std::string& name : c.names()) {
-    if (!per_expert) {
+    if (!per_expert && n.v5_block != "block_sparse_moe") {
       EXPECT_EQ(name.find("block_sparse_moe"), std::string::npos) << name;
     }
     EXPECT_EQ(name.find("_scale_inv"), std::string::npos) << name;
@@ -454,7 +572,7 @@ class SynthFamilyTest : public ::testing::TestWithParam<FamilyExpect> {};
 TEST_P(SynthFamilyTest, KeyNamesShapesAndDtypesInEveryLayout) {
   const FamilyExpect& f = GetParam();
   TempDir tmp;
-  for (const char* layout : kLayouts) {
+  for (const std::string& layout : f.layouts) {
     SCOPED_TRACE(layout);
     const std::string dir = tmp / layout;
     auto r = Synth(dir, f.model_type, layout);
@@ -499,51 +617,79 @@ TEST_P(SynthFamilyTest, ExpertsOfOneLayerStraddleShards) {
 }
 
 // The fused layouts hold the per-expert bytes rearranged, and everything
-// that is not an expert is byte-identical (under the v5 renames).
+// that is not an expert is byte-identical (under the v5 renames), but what
+// v5 holds reshaped: ERNIE-4.5-VL's routers transposed, its correction bias
+// cut into rows.
 TEST_P(SynthFamilyTest, FusedContentIsThePerExpertContentRearranged) {
   const FamilyExpect& f = GetParam();
+  const testing::FamilyNames& n = Names(f);
   TempDir tmp;
   ASSERT_TRUE(Synth(tmp / "per-expert", f.model_type, "per-expert", 7).ok());
   Checkpoint hub = MustOpen(tmp / "per-expert");
-  for (const char* layout : {"fused", "fused-transposed"}) {
+  for (const std::string& layout : f.layouts) {
+    if (layout == "per-expert") continue;
     SCOPED_TRACE(layout);
-    const bool transposed = std::string(layout) == "fused-transposed";
+    const std::string form = FusedForm(f, layout);
     ASSERT_TRUE(Synth(tmp / layout, f.model_type, layout, 7).ok());
     Checkpoint fused = MustOpen(tmp / layout);
     size_t hub_others = 0, fused_others = 0;
-    for (const std::string& name : fused.names()) fused_others += !IsExpertTensor(name);
+    for (const std::string& name : fused.names()) fused_others += !IsExpertTensor(f, name);
     for (const std::string& name : hub.names()) {
-      if (IsExpertTensor(name)) continue;
+      if (IsExpertTensor(f, name)) continue;
       ++hub_others;
-      const std::string v5 = testing::V5Name(Names(f), name);
+      if (!HubNames(layout) && testing::ReshapedInV5(n, name)) continue;  // below
+      const std::string v5 = HubNames(layout) ? name : testing::V5Name(n, name);
       EXPECT_EQ(ReadTensor(fused, v5), ReadTensor(hub, name)) << v5 << " vs " << name;
     }
-    EXPECT_EQ(hub_others, fused_others);
-    const bool gated = Names(f).gated();
+    // ERNIE's bias is one tensor on the Hub, one per share in v5.
+    const size_t extra_parts = HubNames(layout) || n.share_bias_hub.empty() ? 0 : n.shares.size() - 1;
+    size_t moe_layers = 0;
+    const bool gated = n.gated();
     const uint64_t parts = gated ? 2 : 1;
+    const size_t es = 2;
     for (const StackExpect& s : f.stacks) {
       for (uint64_t L = 0; L < s.layers; ++L) {
         if (!IsMoeLayer(f, L)) continue;
-        const std::string ep = testing::V5Name(Names(f), LayerPrefix(s, L)) + Names(f).v5_block + ".experts.";
-        const std::string gate_up = ReadTensor(fused, ep + (gated ? "gate_up_proj" : "up_proj"));
-        const std::string down = ReadTensor(fused, ep + "down_proj");
-        const size_t es = 2;
-        const uint64_t I = s.intermediate, block_gu = parts * I * kH * es, block_d = kH * I * es;
-        ASSERT_EQ(gate_up.size(), s.experts * block_gu);
-        ASSERT_EQ(down.size(), s.experts * block_d);
-        for (uint64_t j = 0; j < s.experts; ++j) {
-          std::string want_gu;
-          for (int w = 0; w + 1 < NumLeaves(f); ++w) want_gu += ReadTensor(hub, ExpertName(f, s, L, j, w));
-          std::string want_d = ReadTensor(hub, ExpertName(f, s, L, j, NumLeaves(f) - 1));
-          if (transposed) {
-            want_gu = TransposeBlock(want_gu, parts * I, kH, es);
-            want_d = TransposeBlock(want_d, kH, I, es);
+        ++moe_layers;
+        const std::string block = LayerPrefix(s, L) + n.hub_block + ".";
+        const std::string v5_block = testing::V5Name(n, LayerPrefix(s, L)) + n.v5_block + ".";
+        if (!HubNames(layout) && !n.shares.empty()) {
+          const uint64_t E = s.experts;
+          const std::string bias = ReadTensor(hub, block + n.share_bias_hub);
+          for (size_t k = 0; k < n.shares.size(); ++k) {
+            const std::string v5 = v5_block + n.shares[k].module + ".";
+            EXPECT_EQ(ReadTensor(fused, v5 + "gate.weight"),
+                      testing::TransposeMatrix(ReadTensor(hub, block + n.shares[k].router_hub), kH, E, 4))
+                << v5 << "gate.weight";
+            EXPECT_EQ(ReadTensor(fused, v5 + n.share_bias_v5), bias.substr(k * E * 4, E * 4)) << v5 << "bias";
           }
-          EXPECT_TRUE(gate_up.compare(j * block_gu, block_gu, want_gu) == 0) << ep << "gate_up_proj expert " << j;
-          EXPECT_TRUE(down.compare(j * block_d, block_d, want_d) == 0) << ep << "down_proj expert " << j;
+        }
+        for (const ShareExpect& sh : Shares(f, s)) {
+          const auto [up_name, down_name] = FusedNames(f, s, L, sh, layout);
+          const std::string gate_up = ReadTensor(fused, up_name);
+          const std::string down = ReadTensor(fused, down_name);
+          const uint64_t I = sh.width, block_gu = parts * I * kH * es, block_d = kH * I * es;
+          ASSERT_EQ(gate_up.size(), s.experts * block_gu);
+          ASSERT_EQ(down.size(), s.experts * block_d);
+          for (uint64_t j = 0; j < s.experts; ++j) {
+            auto source = [&](int w, const std::string& suffix = ".weight") {
+              return ReadTensor(hub, ExpertName(f, s, L, sh.first + j, w, suffix));
+            };
+            const std::string want_gu = testing::FusedGateUp(form, gated ? source(0) : "", source(NumLeaves(f) - 2),
+                                                             I, kH, es);
+            const std::string want_d = testing::FusedDown(form, source(NumLeaves(f) - 1), kH, I, es);
+            EXPECT_TRUE(gate_up.compare(j * block_gu, block_gu, want_gu) == 0) << up_name << " expert " << j;
+            EXPECT_TRUE(down.compare(j * block_d, block_d, want_d) == 0) << down_name << " expert " << j;
+            if (!n.expert_bias) continue;
+            // gpt_oss's biases: gate and up interleaved as their weights are.
+            const std::string want_gub = testing::FusedGateUp(form, source(0, ".bias"), source(1, ".bias"), I, 1, es);
+            EXPECT_EQ(ReadTensor(fused, up_name + "_bias").substr(j * 2 * I * es, 2 * I * es), want_gub) << j;
+            EXPECT_EQ(ReadTensor(fused, down_name + "_bias").substr(j * kH * es, kH * es), source(2, ".bias")) << j;
+          }
         }
       }
     }
+    EXPECT_EQ(hub_others + extra_parts * moe_layers, fused_others);
   }
 }
 
@@ -627,7 +773,7 @@ TEST(SynthTest, Fp8WeightsCarryBlockScalesInEveryLayout) {
     const std::string want =
         ReadTensor(hub, p + "gate_proj.weight_scale_inv") + ReadTensor(hub, p + "up_proj.weight_scale_inv");
     EXPECT_EQ(gu_s.substr(j * blk, blk), want) << j;
-    EXPECT_EQ(gu_s_t.substr(j * blk, blk), TransposeBlock(want, 2 * ib, hb, 4)) << j;
+    EXPECT_EQ(gu_s_t.substr(j * blk, blk), testing::TransposeMatrix(want, 2 * ib, hb, 4)) << j;
     EXPECT_EQ(d_s.substr(j * dblk, dblk), ReadTensor(hub, p + "down_proj.weight_scale_inv")) << j;
     EXPECT_EQ(gu.substr(j * wblk, wblk),
               ReadTensor(hub, p + "gate_proj.weight") + ReadTensor(hub, p + "up_proj.weight"));
@@ -646,6 +792,178 @@ TEST(SynthTest, Fp8WeightsCarryBlockScalesInEveryLayout) {
       }
     }
   }
+}
+
+// ---- MXFP4 (gpt_oss as the Hub ships it) ------------------------------------
+
+// quant_facts.md 5: the experts as uint8 blocks of 32 e2m1 codes (16 bytes)
+// along each row's input dim and one e8m0 scale per block; biases, router,
+// attention and embeddings stay BF16, and config.json says which modules
+// are not quantized.
+TEST(SynthTest, GptOssMxfp4IsTheHubsForm) {
+  TempDir tmp;
+  const uint64_t E = 4, H = 64, I = 96;
+  auto synth = [&](const std::string& dir, uint64_t seed) {
+    SynthOptions o;
+    o.model_type = "gpt_oss";
+    o.dtype = "mxfp4";
+    o.experts = static_cast<int>(E);
+    o.intermediate = static_cast<int>(I);
+    o.layers = 2;
+    o.seed = seed;
+    auto r = Synthesize(tmp / dir, o);
+    EXPECT_TRUE(r.ok()) << r.status().message();
+    if (r.ok()) {
+      EXPECT_EQ(r->dtype, "mxfp4");
+      EXPECT_EQ(r->layout, "fused");
+    }
+  };
+  synth("a", 5);
+  synth("b", 5);
+  synth("c", 6);
+  EXPECT_EQ(testing::HashTree(tmp / "a"), testing::HashTree(tmp / "b"));
+  EXPECT_NE(testing::HashTree(tmp / "a"), testing::HashTree(tmp / "c"));
+  Checkpoint c = MustOpen(tmp / "a");
+  const auto cfg = nlohmann::json::parse(testing::ReadFileOrDie(tmp / "a/config.json"));
+  EXPECT_EQ(cfg["quantization_config"]["quant_method"], "mxfp4");
+  EXPECT_EQ(cfg["quantization_config"]["modules_to_not_convert"],
+            nlohmann::json({"model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"}));
+  EXPECT_EQ(cfg["torch_dtype"], "bfloat16");
+  std::set<unsigned> scales, codes;
+  for (uint64_t L = 0; L < 2; ++L) {
+    const std::string ep = "model.layers." + std::to_string(L) + ".mlp.experts.";
+    ExpectTensor(c, ep + "gate_up_proj_blocks", {E, 2 * I, H / 32, 16}, DType::U8);
+    ExpectTensor(c, ep + "gate_up_proj_scales", {E, 2 * I, H / 32}, DType::U8);
+    ExpectTensor(c, ep + "down_proj_blocks", {E, H, I / 32, 16}, DType::U8);
+    ExpectTensor(c, ep + "down_proj_scales", {E, H, I / 32}, DType::U8);
+    ExpectTensor(c, ep + "gate_up_proj_bias", {E, 2 * I}, DType::BF16);
+    ExpectTensor(c, ep + "down_proj_bias", {E, H}, DType::BF16);
+    ExpectAbsent(c, ep + "gate_up_proj");
+    ExpectAbsent(c, ep + "down_proj");
+    ExpectAbsent(c, ep + "0.gate_proj.weight");
+    const std::string lp = "model.layers." + std::to_string(L) + ".";
+    ExpectTensor(c, lp + "mlp.router.weight", {E, H}, DType::BF16);
+    ExpectTensor(c, lp + "mlp.router.bias", {E}, DType::BF16);
+    ExpectTensor(c, lp + "self_attn.q_proj.weight", {64, H}, DType::BF16);
+    ExpectTensor(c, lp + "self_attn.sinks", {4}, DType::BF16);
+    for (const char* w : {"gate_up_proj", "down_proj"}) {
+      for (char b : ReadTensor(c, ep + w + "_scales")) scales.insert(static_cast<unsigned char>(b));
+      for (char b : ReadTensor(c, ep + w + "_blocks")) codes.insert(static_cast<unsigned char>(b));
+    }
+  }
+  // e8m0 exponents 118 .. 130 (2^-9 .. 2^3: weights of sensible magnitude),
+  // every one of them used; the packed codes take every byte value.
+  EXPECT_EQ(*scales.begin(), 118u);
+  EXPECT_EQ(*scales.rbegin(), 130u);
+  EXPECT_EQ(scales.size(), 13u);
+  EXPECT_EQ(codes.size(), 256u);
+  for (const std::string& name : c.names()) {
+    const DType dt = Info(c, name)->dtype;
+    EXPECT_TRUE(dt == DType::BF16 || (dt == DType::U8 && (name.ends_with("_blocks") || name.ends_with("_scales"))))
+        << name;
+  }
+}
+
+// ---- the native families' configs and their other tensors ------------------
+
+TEST(SynthTest, GptOssAndLlama4ConfigsAndTowers) {
+  TempDir tmp;
+  ASSERT_TRUE(Synth(tmp / "gpt", "gpt_oss", "").ok());
+  const auto gpt = nlohmann::json::parse(testing::ReadFileOrDie(tmp / "gpt/config.json"));
+  EXPECT_EQ(gpt["architectures"], nlohmann::json({"GptOssForCausalLM"}));
+  EXPECT_EQ(gpt["num_local_experts"], kE);
+  EXPECT_EQ(gpt["intermediate_size"], kI);
+  EXPECT_EQ(gpt["num_experts_per_tok"], 2);
+  EXPECT_EQ(gpt["sliding_window"], 128);
+  EXPECT_EQ(gpt["attention_bias"], true);
+  EXPECT_EQ(gpt["layer_types"],
+            nlohmann::json({"sliding_attention", "full_attention", "sliding_attention", "full_attention"}));
+  Checkpoint g = MustOpen(tmp / "gpt");
+  for (const char* p : {"q_proj", "k_proj", "v_proj", "o_proj"}) {
+    EXPECT_NE(g.Find(std::string("model.layers.2.self_attn.") + p + ".bias"), nullptr) << p;
+  }
+
+  ASSERT_TRUE(Synth(tmp / "llama", "llama4", "").ok());
+  const auto llama = nlohmann::json::parse(testing::ReadFileOrDie(tmp / "llama/config.json"));
+  EXPECT_EQ(llama["model_type"], "llama4");
+  EXPECT_EQ(llama["architectures"], nlohmann::json({"Llama4ForConditionalGeneration"}));
+  const auto& text = llama["text_config"];
+  EXPECT_EQ(text["model_type"], "llama4_text");
+  EXPECT_EQ(text["num_local_experts"], kE);
+  EXPECT_EQ(text["intermediate_size"], kI);
+  EXPECT_EQ(text["intermediate_size_mlp"], kDenseI);
+  EXPECT_EQ(text["interleave_moe_layer_step"], 2);
+  EXPECT_EQ(text["moe_layers"], nlohmann::json({1, 3}));
+  EXPECT_TRUE(llama.contains("vision_config"));
+  Checkpoint l = MustOpen(tmp / "llama");
+  ExpectTensor(l, "vision_model.patch_embed.proj.bias", {16}, DType::BF16);
+  ExpectTensor(l, "multi_modal_projector.linear_1.weight", {kH, 16}, DType::BF16);
+  ExpectTensor(l, "language_model.model.layers.1.feed_forward.shared_expert.down_proj.weight", {kH, kI},
+               DType::BF16);
+  ExpectAbsent(l, "lm_head.weight");
+}
+
+TEST(SynthTest, GraniteHybridLayersAndSharedMlp) {
+  TempDir tmp;
+  ASSERT_TRUE(Synth(tmp / "d", "granitemoehybrid", "").ok());
+  const auto cfg = nlohmann::json::parse(testing::ReadFileOrDie(tmp / "d/config.json"));
+  EXPECT_EQ(cfg["architectures"], nlohmann::json({"GraniteMoeHybridForCausalLM"}));
+  EXPECT_EQ(cfg["layer_types"], nlohmann::json({"mamba", "mamba", "mamba", "attention"}));
+  EXPECT_EQ(cfg["shared_intermediate_size"], kQwenSharedI);
+  EXPECT_EQ(cfg["num_local_experts"], kE);
+  for (const char* k : {"mamba_n_heads", "mamba_d_head", "mamba_d_state", "mamba_n_groups", "mamba_d_conv"}) {
+    EXPECT_TRUE(cfg[k].is_number_integer()) << k;
+  }
+  Checkpoint c = MustOpen(tmp / "d");
+  for (uint64_t L = 0; L < kLayers; ++L) {
+    const std::string lp = "model.layers." + std::to_string(L) + ".";
+    const bool attention = L == 3;
+    EXPECT_EQ(c.Find(lp + "self_attn.q_proj.weight") != nullptr, attention) << L;
+    EXPECT_EQ(c.Find(lp + "mamba.in_proj.weight") != nullptr, !attention) << L;
+    EXPECT_EQ(c.Find(lp + "mamba.A_log") != nullptr, !attention) << L;
+    // Every layer has its MoE block, in the Hub's fused form.
+    ExpectTensor(c, lp + "block_sparse_moe.input_linear.weight", {kE, 2 * kI, kH}, DType::BF16);
+    ExpectTensor(c, lp + "block_sparse_moe.router.layer.weight", {kE, kH}, DType::BF16);
+  }
+}
+
+TEST(SynthTest, ErnieVlConfigListsAndTowers) {
+  TempDir tmp;
+  ASSERT_TRUE(Synth(tmp / "hub", "ernie4_5_vl_moe", "").ok());
+  ASSERT_TRUE(Synth(tmp / "v5", "ernie4_5_vl_moe", "fused").ok());
+  const auto cfg = nlohmann::json::parse(testing::ReadFileOrDie(tmp / "hub/config.json"));
+  EXPECT_EQ(cfg["architectures"], nlohmann::json({"Ernie4_5_VLMoeForConditionalGeneration"}));
+  EXPECT_EQ(cfg["moe_num_experts"], nlohmann::json({kE, kE}));
+  EXPECT_EQ(cfg["moe_intermediate_size"], nlohmann::json({kI, kI / 3}));
+  EXPECT_EQ(cfg["moe_layer_start_index"], 1);
+  EXPECT_EQ(cfg["moe_num_shared_experts"], 1);
+  EXPECT_EQ(cfg["intermediate_size"], kDenseI);
+  EXPECT_TRUE(cfg.contains("vision_config"));
+  Checkpoint hub = MustOpen(tmp / "hub"), v5 = MustOpen(tmp / "v5");
+  // The resampler's Sequential entries 0, 2, 3 (Linear, Linear, LayerNorm)
+  // on the Hub are fc1, fc2, ln in v5; vision_model is vision_tower.
+  const uint64_t t4 = 4 * 16;
+  for (const char* part : {"spatial_linear", "temporal_linear"}) {
+    const std::string p = std::string("model.resampler_model.") + part + ".";
+    const uint64_t in = std::string(part) == "spatial_linear" ? t4 : 2 * t4;
+    ExpectTensor(hub, p + "0.weight", {t4, in}, DType::BF16);
+    ExpectTensor(hub, p + "2.bias", {t4}, DType::BF16);
+    ExpectTensor(hub, p + "3.weight", {t4}, DType::BF16);
+    ExpectTensor(v5, p + "fc1.weight", {t4, in}, DType::BF16);
+    ExpectTensor(v5, p + "fc2.bias", {t4}, DType::BF16);
+    ExpectTensor(v5, p + "ln.bias", {t4}, DType::BF16);
+    ExpectAbsent(v5, p + "0.weight");
+  }
+  ExpectTensor(hub, "model.resampler_model.mlp.weight", {kH, t4}, DType::BF16);
+  ExpectTensor(v5, "model.resampler_model.after_norm.weight", {kH}, DType::BF16);
+  ExpectTensor(hub, "vision_model.blocks.0.attn.qkv.weight", {48, 16}, DType::BF16);
+  ExpectTensor(v5, "vision_tower.blocks.0.attn.qkv.weight", {48, 16}, DType::BF16);
+  // The vision experts follow the text experts in the Hub's one list.
+  ExpectTensor(hub, "model.layers.1.mlp.experts.7.up_proj.weight", {kI, kH}, DType::BF16);
+  ExpectTensor(hub, "model.layers.1.mlp.experts.8.up_proj.weight", {kI / 3, kH}, DType::BF16);
+  ExpectTensor(hub, "model.layers.1.mlp.experts.15.down_proj.weight", {kH, kI / 3}, DType::BF16);
+  ExpectTensor(v5, "model.language_model.layers.1.mlp.vision_moe.experts.gate_up_proj", {kE, 2 * kI / 3, kH},
+               DType::BF16);
 }
 
 // ---- values ----------------------------------------------------------------
@@ -895,7 +1213,27 @@ TEST(SynthTest, BadOptionsAreRefusedBeforeAnythingIsWritten) {
   cases[5].message = "unknown dtype 'int4'";
   cases[6].o.model_type = "olmoe", cases[6].o.experts = 0;
   cases[6].message = "experts must be between 1 and";
+  // Only the forms a family has: FP8 where its rules fuse the block scales,
+  // MXFP4 for gpt_oss (fused, as shipped), fused-transposed where v5's form
+  // is the standard one, the Hub's own fused names where the Hub has them.
+  auto lacks = [&](const char* family, const char* dtype, const char* layout, int intermediate, const char* message) {
+    Case c;
+    c.o.model_type = family, c.o.dtype = dtype, c.o.layout = layout, c.o.intermediate = intermediate;
+    c.message = message;
+    cases.push_back(c);
+  };
+  lacks("gpt_oss", "fp8", "", 48, "gpt_oss has no FP8 block-scaled form");
+  lacks("llama4", "fp8", "per-expert", 48, "llama4 has no FP8 block-scaled form");
+  lacks("granitemoehybrid", "fp8", "", 48, "granitemoehybrid has no FP8");
+  lacks("ernie4_5_vl_moe", "fp8", "", 48, "ernie4_5_vl_moe has no FP8");
+  lacks("gpt_oss", "", "fused-transposed", 48, "gpt_oss has no fused-transposed layout");
+  lacks("llama4", "", "fused-transposed", 48, "llama4 has no fused-transposed layout");
+  lacks("qwen3_moe", "", "fused-hub-names", 48, "qwen3_moe has none");
+  lacks("qwen3_moe", "mxfp4", "fused", 64, "dtype mxfp4 is gpt_oss's Hub form; qwen3_moe has none");
+  lacks("gpt_oss", "mxfp4", "per-expert", 64, "mxfp4 experts exist only fused");
+  lacks("gpt_oss", "mxfp4", "", 48, "intermediate size 48 must be multiples of 32");
   for (const Case& c : cases) {
+    SCOPED_TRACE(c.o.model_type + " " + c.o.dtype + " " + c.o.layout);
     auto r = Synthesize(tmp / "d", c.o);
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.status().code(), Status::Code::kInvalidArgument);

@@ -102,7 +102,15 @@ INSTANTIATE_TEST_SUITE_P(Families, VerifyGood,
                                            Case{"mixtral", "per-expert", "f16"},
                                            Case{"phimoe", "per-expert", "f32"},
                                            Case{"qwen3_omni_moe", "per-expert", "bf16"},
-                                           Case{"qwen3_vl_moe", "fused-transposed", "bf16"}),
+                                           Case{"qwen3_vl_moe", "fused-transposed", "bf16"},
+                                           // Fusions that transpose, interleave, carry biases (gpt_oss), join
+                                           // transposed halves (llama4), rename a fused Hub layout
+                                           // (granitemoe) or split one expert list, transpose routers and
+                                           // cut a bias (ernie4_5_vl_moe).
+                                           Case{"gpt_oss", "per-expert", "bf16"},
+                                           Case{"llama4", "per-expert", "f16"},
+                                           Case{"granitemoehybrid", "fused-hub-names", "bf16"},
+                                           Case{"ernie4_5_vl_moe", "per-expert", "f32"}),
                          [](const auto& info) { return info.param.family + "_" + info.param.dtype; });
 
 class VerifyBad : public ::testing::Test {

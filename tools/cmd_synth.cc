@@ -82,11 +82,11 @@ Action DefineSynth(CLI::App& sub) {
   f->hidden_opt = sub.add_option("--hidden", f->hidden, "hidden_size");
   f->intermediate_opt = sub.add_option("--intermediate", f->intermediate, "Expert intermediate size");
   sub.add_option("--dtype", f->options.dtype, "bf16, f16, f32 or fp8 (e4m3 with 128x128 block scales)")
-      ->check(CLI::IsMember({"bf16", "f16", "f32", "fp8"}));
+      ->check(CLI::IsMember({"bf16", "f16", "f32", "fp8", "mxfp4"}));
   sub.add_option("--max-shard-size", f->max_shard_size, "Largest shard, e.g. 5GB, 64KB (decimal units)");
   sub.add_option("--layout", f->options.layout,
                  "per-expert, fused or fused-transposed (default: the family's Hub layout)")
-      ->check(CLI::IsMember({"per-expert", "fused", "fused-transposed"}));
+      ->check(CLI::IsMember({"per-expert", "fused", "fused-transposed", "fused-hub-names"}));
   sub.add_option("--seed", f->options.seed, "Seed for values and tensor order");
   sub.add_flag("--sparse", f->options.sparse, "Leave tensor data as file holes: full-size checkpoints, no disk used");
   sub.add_flag("--json", f->json, "Print a JSON summary");

@@ -20,9 +20,16 @@ struct SynthOptions {
   std::optional<int> experts;
   std::optional<int> hidden;
   std::optional<int> intermediate;  // expert intermediate size
-  std::string dtype;               // bf16 | f16 | f32 | fp8; empty: the preset's
+  // bf16 | f16 | f32 | fp8 (e4m3, 128x128 block scales; families whose
+  // rules fuse the scales) | mxfp4 (gpt_oss only, fused: its Hub form); empty: the preset's
+  std::string dtype;
   uint64_t max_shard_size = 0;     // bytes; 0: the preset's default
-  std::string layout;              // per-expert | fused | fused-transposed; empty: the family's Hub layout
+  // per-expert | fused (v5's layout: for gpt_oss and llama4 their own fused
+  // forms, which are also the Hub's) | fused-transposed (v5's standard form
+  // transposed, as qwen3_vl_moe's Hub; not for gpt_oss, llama4) |
+  // fused-hub-names (v5's layout under the Hub's own names: granitemoe*);
+  // empty: the family's Hub layout. A form the family lacks is refused.
+  std::string layout;
   uint64_t seed = 0;
   bool sparse = false;             // leave tensor data as file holes (reads as zeros)
   // Called after each tensor with the bytes written so far; may be empty.
@@ -41,7 +48,9 @@ struct SynthReport {
 // Writes a new checkpoint directory at `dst` (which must not exist; it is
 // removed again if writing fails). Every tensor's bytes are a function of
 // (seed, the tensor's per-expert Hub name, element index) only, so writing
-// the fused layout gives exactly what converting the per-expert one gives.
+// the fused layout gives exactly what converting the per-expert one gives
+// (MXFP4 blocks and scales, which have no per-expert form, go by their own
+// names).
 Result<SynthReport> Synthesize(const std::string& dst, const SynthOptions& options);
 
 std::vector<std::string> SynthFamilies();

@@ -617,11 +617,131 @@ void AddOtherFamilies(std::vector<Family>& f) {
                                            .width = SharedWidth::kExpert}}}});
 }
 
+// Granite MoE: fused on the Hub under names of its own, which v5 renames;
+// the shared and hybrid variants add a shared MLP under the layer and Mamba2
+// layers (docs/models.md, granitemoe).
+Family Granite(std::string_view model_type, std::string_view architecture, bool shared, bool hybrid) {
+  return {.model_type = model_type,
+          .architecture = architecture,
+          .experts_field = "num_local_experts",
+          .intermediate_field = "intermediate_size",
+          .topk_field = "num_experts_per_tok",
+          .hub_fused_gate_up = "input_linear.weight",
+          .hub_fused_down = "output_linear.weight",
+          .hub_block = "block_sparse_moe",
+          .fused_block = "block_sparse_moe",
+          .router_leaf = "router.layer.weight",
+          .fused_router_leaf = "router.weight",
+          .fp8 = false,
+          .attention = hybrid ? Attention::kGraniteHybrid : Attention::kMha,
+          .default_layout = Layout::kFusedHubNames,
+          .extra_config = hybrid ? R"({"embedding_multiplier":12.0,"logits_scaling":8.0,"residual_multiplier":0.22,
+                                       "attention_multiplier":0.0078125,"router_aux_loss_coef":0.0,
+                                       "attention_bias":false,"position_embedding_type":"nope",
+                                       "mamba_chunk_size":256,"mamba_conv_bias":true,"mamba_proj_bias":false})"
+                                 : R"({"embedding_multiplier":12.0,"logits_scaling":6.0,"residual_multiplier":0.22,
+                                       "attention_multiplier":0.015625,"router_aux_loss_coef":0.001,
+                                       "attention_bias":false})",
+          .stacks = OneStack(shared ? Shared{.hub = "shared_mlp",
+                                             .names = ExpertNames::kInputOutput,
+                                             .fused_names = ExpertNames::kInputOutput,
+                                             .width = SharedWidth::kField,
+                                             .width_field = "shared_intermediate_size",
+                                             .under_layer = true}
+                                    : kNoShared)};
+}
+
+// Families whose Hub layout is not per-expert v5 names (gpt_oss, llama4,
+// granitemoe*), and ERNIE-4.5-VL's text and vision experts in one list.
+void AddNativeFamilies(std::vector<Family>& f) {
+  f.push_back({.model_type = "gpt_oss",
+               .architecture = "GptOssForCausalLM",
+               .experts_field = "num_local_experts",
+               .intermediate_field = "intermediate_size",
+               .topk_field = "num_experts_per_tok",
+               .fused_form = FusedForm::kInterleaved,
+               .expert_bias = true,
+               .hub_block = "mlp",
+               .router_leaf = "router.weight",
+               .fused_router_leaf = "router.weight",
+               .router_bias_leaf = "router.bias",
+               .fp8 = false,
+               .mxfp4 = true,
+               .attention = Attention::kSlidingWindow,
+               .attn_bias = AttnBias::kAll,
+               .sinks_leaf = "sinks",
+               .fused_sinks_leaf = "sinks",
+               .sinks_f32 = false,
+               .default_layout = Layout::kFused,
+               .extra_config = R"({"sliding_window":128,"attention_bias":true,"attention_dropout":0.0,
+                                   "swiglu_limit":7.0,"router_aux_loss_coef":0.9,"output_router_logits":false,
+                                   "rms_norm_eps":1e-05,"initial_context_length":4096,
+                                   "rope_scaling":{"rope_type":"yarn","factor":32.0,"beta_fast":32.0,
+                                                   "beta_slow":1.0,"original_max_position_embeddings":4096,
+                                                   "truncate":false}})",
+               .stacks = OneStack(kNoShared)});
+  f.push_back({.model_type = "llama4",
+               .architecture = "Llama4ForConditionalGeneration",
+               .experts_field = "num_local_experts",
+               .intermediate_field = "intermediate_size",
+               .topk_field = "num_experts_per_tok",
+               .dense_intermediate_field = true,
+               .dense_intermediate_key = "intermediate_size_mlp",
+               .fused_form = FusedForm::kTransposed,
+               .hub_block = "feed_forward",
+               .fused_block = "feed_forward",
+               .router_leaf = "router.weight",
+               .fused_router_leaf = "router.weight",
+               .fp8 = false,
+               .dense_layers = DenseLayers::kMoeLayers,
+               .default_layout = Layout::kFused,
+               .towers = Towers::kLlama4,
+               .extra_config = R"({"attention_bias":false,"use_qk_norm":true,"attention_chunk_size":8192,
+                                   "attn_temperature_tuning":true,"floor_scale":8192,"attn_scale":0.1,
+                                   "router_aux_loss_coef":0.001,"rms_norm_eps":1e-05})",
+               .stacks = {Stack{.prefix = "language_model.model.",
+                                .embed = "embed_tokens.weight",
+                                .head = "language_model.lm_head.weight",
+                                .config_path = "text_config",
+                                .model_type = "llama4_text",
+                                .shared = {.hub = "shared_expert", .width = SharedWidth::kExpert}}}});
+  f.push_back(Granite("granitemoe", "GraniteMoeForCausalLM", /*shared=*/false, /*hybrid=*/false));
+  f.push_back(Granite("granitemoeshared", "GraniteMoeSharedForCausalLM", /*shared=*/true, /*hybrid=*/false));
+  f.push_back(Granite("granitemoehybrid", "GraniteMoeHybridForCausalLM", /*shared=*/true, /*hybrid=*/true));
+  f.push_back({.model_type = "ernie4_5_vl_moe",
+               .architecture = "Ernie4_5_VLMoeForConditionalGeneration",
+               .experts_field = "moe_num_experts",
+               .intermediate_field = "moe_intermediate_size",
+               .topk_field = "moe_k",
+               .dense_intermediate_field = true,
+               // Vision experts are a third as wide (ERNIE-4.5-VL-28B-A3B: 1536 and 512).
+               .shares = {{.module = "text_moe", .hub_router = "gate.weight"},
+                          {.module = "vision_moe", .hub_router = "gate.weight_1", .width_divisor = 3}},
+               .hub_block = "mlp",
+               .fused_router_leaf = "gate.weight",
+               .router_f32 = true,
+               .bias_leaf = "moe_statics.e_score_correction_bias",
+               .fused_bias_leaf = "gate.moe_statics.e_score_correction_bias",
+               .fp8 = false,
+               .dense_layers = DenseLayers::kFirstK,
+               .dense_field = "moe_layer_start_index",
+               .towers = Towers::kErnieVl,
+               .extra_config = R"({"moe_layer_end_index":-1,"moe_layer_interval":1,"use_bias":false,
+                                   "moe_gate":"top2_fused","spatial_conv_size":2,"temporal_conv_size":2,
+                                   "rms_norm_eps":1e-05})",
+               .stacks = {Stack{.prefix = "model.",
+                                .fused_prefix = "model.language_model.",
+                                .embed = "embed_tokens.weight",
+                                .head = "lm_head.weight",
+                                .shared = SharedExperts("moe_num_shared_experts")}}});
+}
+
 std::vector<Family> MakeFamilies() {
   std::vector<Family> f;
   AddFirstFamilies(f);
   AddQwen2MoeAliases(f);
   AddOtherFamilies(f);
+  AddNativeFamilies(f);
   return f;
 }
 
@@ -761,6 +881,8 @@ std::string_view LayoutName(Layout l) {
       return "fused";
     case Layout::kFusedTransposed:
       return "fused-transposed";
+    case Layout::kFusedHubNames:
+      return "fused-hub-names";
   }
   return "?";
 }
@@ -775,6 +897,8 @@ std::string_view WeightTypeName(WeightType t) {
       return "f32";
     case WeightType::kFP8:
       return "fp8";
+    case WeightType::kMXFP4:
+      return "mxfp4";
   }
   return "?";
 }

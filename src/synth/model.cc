@@ -12,6 +12,7 @@ namespace {
 using nlohmann::json;
 
 constexpr uint64_t kBlock = 128;  // FP8 weight_block_size, both dims
+constexpr uint64_t kMxBlock = 32, kMxBlockBytes = 16;  // MXFP4: 32 e2m1 values in 16 bytes, one e8m0 scale
 constexpr uint64_t kHcMult = 4;   // DeepSeek-V4's hyper-connection streams
 constexpr uint64_t kCsaRate = 4, kHcaRate = 128;  // DeepSeek-V4's compression rates
 
@@ -59,6 +60,7 @@ bool IsDenseLayer(const Family& f, const Dims& d, int layer) {
     case DenseLayers::kLayerTypes:
       return layer < d.first_k_dense;
     case DenseLayers::kPeriod:
+    case DenseLayers::kMoeLayers:
       return layer % 2 == 0;
   }
   return false;
@@ -66,6 +68,14 @@ bool IsDenseLayer(const Family& f, const Dims& d, int layer) {
 
 bool IsFullAttentionLayer(const Dims& d, int layer) {
   return d.full_attention_interval > 0 && (layer + 1) % d.full_attention_interval == 0;
+}
+
+// gpt_oss's layer_types: sliding-window and full attention alternate.
+bool IsSlidingWindowLayer(int layer) { return layer % 2 == 0; }
+
+// The expert width of one share of an expert list.
+uint64_t ShareWidth(const ExpertShare& s, const Dims& d) {
+  return std::max<uint64_t>(1, uint64_t(d.intermediate) / uint64_t(std::max(1, s.width_divisor)));
 }
 
 // Nemotron-H's hybrid_override_pattern: every other layer MoE ('E'), the
@@ -97,6 +107,8 @@ std::array<const char*, 3> Leaves(ExpertNames n) {
       return {"w1", "w3", "w2"};  // w1 = gate, w3 = up, w2 = down
     case ExpertNames::kUpDown:
       return {"", "up_proj", "down_proj"};
+    case ExpertNames::kInputOutput:
+      break;  // one tensor holds gate and up (Builder::Mlp)
   }
   return {"", "", ""};
 }
@@ -120,6 +132,7 @@ class Builder {
   Builder(const Family& family, WeightType weight_type, Layout layout, uint64_t seed)
       : f_(family),
         fp8_(weight_type == WeightType::kFP8),
+        mxfp4_(weight_type == WeightType::kMXFP4),
         base_(BaseDType(weight_type)),
         layout_(layout),
         seed_(seed) {}
@@ -156,25 +169,35 @@ class Builder {
       case Towers::kNone:
         return;
       case Towers::kVision:
-        VisionTower("model.visual.", t, H);
+        VisionTower(Same("model.visual."), t, H);
         return;
       case Towers::kOmniThinker:
-        VisionTower("visual.", t, H);
+        VisionTower(Same("visual."), t, H);
         AudioTower("audio_tower.", t, H);
         return;
       case Towers::kOmni:
-        VisionTower("thinker.visual.", t, H);
+        VisionTower(Same("thinker.visual."), t, H);
         AudioTower("thinker.audio_tower.", t, H);
         for (const char* proj : {"talker.text_projection.", "talker.hidden_projection."}) {
-          TowerLinear(std::string(proj) + "linear_fc1", H, H);
-          TowerLinear(std::string(proj) + "linear_fc2", H, H);
+          TowerLinear(Same(std::string(proj) + "linear_fc1"), H, H);
+          TowerLinear(Same(std::string(proj) + "linear_fc2"), H, H);
         }
+        return;
+      case Towers::kLlama4:
+        VisionTower(Same("vision_model."), t, H);
+        Plain(Same("multi_modal_projector.linear_1.weight"), {H, t}, base_, Fill::kWeight);
+        return;
+      case Towers::kErnieVl:
+        VisionTower({"vision_model.", "vision_tower."}, t, H);
+        ErnieResampler(t, H);
         return;
     }
   }
 
  private:
   bool PerExpert() const { return layout_ == Layout::kPerExpert; }
+  // Whether tensors go by their Hub names (else by v5's).
+  bool HubNames() const { return layout_ == Layout::kPerExpert || layout_ == Layout::kFusedHubNames; }
 
   void Layer(const Stack& s, const Dims& d, int layer) {
     const std::string l = "layers." + std::to_string(layer) + ".";
@@ -230,6 +253,11 @@ class Builder {
       case Attention::kJambaHybrid:
         if (full) return SelfAttention(lp + "self_attn.", d, /*gated=*/false);
         return Mamba(lp + "mamba.", d);
+      case Attention::kSlidingWindow:
+        return SelfAttention(lp + "self_attn.", d, /*gated=*/false);
+      case Attention::kGraniteHybrid:
+        if (full) return SelfAttention(lp + "self_attn.", d, /*gated=*/false);
+        return Mamba2(lp + "mamba.", d);
       case Attention::kLongcat:
       case Attention::kNemotronHybrid:
       case Attention::kDeepseekV4:
@@ -252,7 +280,8 @@ class Builder {
       if (f_.attn_bias == AttnBias::kAll) Plain(ap + "o_proj.bias", {H}, base_, Fill::kWeight);
     }
     if (!f_.sinks_leaf.empty()) {
-      Plain(ap.Leaf(f_.sinks_leaf, f_.fused_sinks_leaf), {uint64_t(d.heads)}, DType::F32, Fill::kWeight);
+      Plain(ap.Leaf(f_.sinks_leaf, f_.fused_sinks_leaf), {uint64_t(d.heads)}, f_.sinks_f32 ? DType::F32 : base_,
+            Fill::kWeight);
     }
     const uint64_t hd = d.head_dim;
     switch (f_.qk_norm) {
@@ -454,6 +483,11 @@ class Builder {
   }
 
   void Mlp(const Name& mp, uint64_t width, uint64_t H, ExpertNames hub_names, ExpertNames v5_names) {
+    if (hub_names == ExpertNames::kInputOutput) {  // Granite's shared_mlp, the same in v5
+      Linear(mp + "input_linear", 2 * width, H);
+      Linear(mp + "output_linear", H, width);
+      return;
+    }
     const auto hub = Leaves(hub_names), v5 = Leaves(v5_names);
     if (hub[0][0] != '\0') Linear(mp.Leaf(hub[0], v5[0]), width, H);
     Linear(mp.Leaf(hub[1], v5[1]), width, H);
@@ -463,60 +497,128 @@ class Builder {
   void Moe(const Name& lp, const Shared& shared, const Dims& d) {
     const uint64_t H = d.hidden, E = d.experts;
     const Name block{lp.hub + std::string(f_.hub_block) + ".", lp.v5 + std::string(Or(f_.fused_block, "mlp")) + "."};
-    const uint64_t scored = f_.zero_experts ? E + std::max<uint64_t>(1, E / 2) : E;
-    Plain(block.Leaf(f_.router_leaf, f_.fused_router_leaf), {scored, H}, f_.router_f32 ? DType::F32 : base_,
-          Fill::kWeight);
-    if (!f_.bias_leaf.empty()) {
-      Plain(block.Leaf(f_.bias_leaf, f_.fused_bias_leaf),
-            f_.bias_row ? std::vector<uint64_t>{1, scored} : std::vector<uint64_t>{scored}, DType::F32, Fill::kWeight);
+    if (f_.shares.empty()) {
+      const uint64_t scored = f_.zero_experts ? E + std::max<uint64_t>(1, E / 2) : E;
+      Plain(block.Leaf(f_.router_leaf, f_.fused_router_leaf), {scored, H}, f_.router_f32 ? DType::F32 : base_,
+            Fill::kWeight);
+      if (!f_.router_bias_leaf.empty()) Plain(block + f_.router_bias_leaf, {scored}, base_, Fill::kWeight);
+      if (!f_.bias_leaf.empty()) {
+        Plain(block.Leaf(f_.bias_leaf, f_.fused_bias_leaf),
+              f_.bias_row ? std::vector<uint64_t>{1, scored} : std::vector<uint64_t>{scored}, DType::F32,
+              Fill::kWeight);
+      }
+      Experts(block, block.v5 + "experts.", 0, E, d.intermediate, H);
+    } else {
+      ShareRouters(block, d);
+      for (size_t k = 0; k < f_.shares.size(); ++k) {
+        const ExpertShare& share = f_.shares[k];
+        Experts(block, block.v5 + std::string(share.module) + ".experts.", k * E, E, ShareWidth(share, d), H);
+      }
     }
-    Experts(block + "experts.", d);
     if (shared.hub.empty()) return;
-    Mlp(block.Leaf(std::string(shared.hub) + ".", shared.v5.empty() ? "" : std::string(shared.v5) + "."),
+    const Name& parent = shared.under_layer ? lp : block;
+    Mlp(parent.Leaf(std::string(shared.hub) + ".", shared.v5.empty() ? "" : std::string(shared.v5) + "."),
         SharedExpertWidth(shared, d), H, shared.names, shared.fused_names);
     if (shared.gate) Plain(block + "shared_expert_gate.weight", {1, H}, base_, Fill::kWeight);
   }
 
-  void Experts(const Name& ep, const Dims& d) {
-    const uint64_t H = d.hidden, E = d.experts, I = d.intermediate;
+  // One router per share of the expert list, [H, E] on the Hub and [E, H]
+  // in v5, and the shares' correction biases: one [shares, E] tensor on the
+  // Hub, a [1, E] row of it per share in v5.
+  void ShareRouters(const Name& block, const Dims& d) {
+    const uint64_t H = d.hidden, E = d.experts;
+    std::vector<std::string> bias_parts;
+    for (const ExpertShare& share : f_.shares) {
+      const std::string v5 = block.v5 + std::string(share.module) + ".";
+      TransposedMatrix({block.hub + std::string(share.hub_router), v5 + std::string(f_.fused_router_leaf)}, H, E,
+                       f_.router_f32 ? DType::F32 : base_);
+      bias_parts.push_back(v5 + std::string(f_.fused_bias_leaf));
+    }
+    if (!f_.bias_leaf.empty()) RowParts(block.hub + std::string(f_.bias_leaf), bias_parts, E);
+  }
+
+  // How this layout lays out a fused tensor's expert blocks.
+  enum class Arrange { kRows, kTransposed, kInterleaved };
+
+  Arrange Arrangement(bool gate_up) const {
+    switch (f_.fused_form) {
+      case FusedForm::kConcat:
+        return layout_ == Layout::kFusedTransposed ? Arrange::kTransposed : Arrange::kRows;
+      case FusedForm::kTransposed:
+        return Arrange::kTransposed;
+      case FusedForm::kInterleaved:
+        return gate_up ? Arrange::kInterleaved : Arrange::kTransposed;
+    }
+    return Arrange::kRows;
+  }
+
+  // Experts [first, first + count) of the block's expert list, each `I`
+  // wide: per expert in the per-expert layout, else fused under `fused`
+  // (v5's "...experts." of the list or of its share) renumbered from 0.
+  void Experts(const Name& block, const std::string& fused, uint64_t first, uint64_t count, uint64_t I, uint64_t H) {
     const auto leaf = Leaves(f_.expert_names);
     const bool gated = leaf[0][0] != '\0';
-    auto hub = [&](uint64_t j, int which) { return ep.hub + std::to_string(j) + "." + leaf[which]; };
+    auto hub = [&](uint64_t j, int which) {
+      return block.hub + "experts." + std::to_string(first + j) + "." + leaf[which];
+    };
     if (PerExpert()) {
-      for (uint64_t j = 0; j < E; ++j) {
+      for (uint64_t j = 0; j < count; ++j) {
         if (gated) Linear(Same(hub(j, 0)), I, H);
         Linear(Same(hub(j, 1)), I, H);
         Linear(Same(hub(j, 2)), H, I);
+        if (!f_.expert_bias) continue;
+        if (gated) Plain(Same(hub(j, 0) + ".bias"), {I}, base_, Fill::kWeight);
+        Plain(Same(hub(j, 1) + ".bias"), {I}, base_, Fill::kWeight);
+        Plain(Same(hub(j, 2) + ".bias"), {H}, base_, Fill::kWeight);
       }
       return;
     }
-    for (const bool scale : {false, true}) {
-      if (scale && !fp8_) break;
-      const std::string suffix = scale ? std::string(f_.scale_suffix) : ".weight";
-      std::vector<uint64_t> up, down;
-      for (uint64_t j = 0; j < E; ++j) {
-        if (gated) up.push_back(SourceKey(seed_, hub(j, 0) + suffix));
-        up.push_back(SourceKey(seed_, hub(j, 1) + suffix));
-        down.push_back(SourceKey(seed_, hub(j, 2) + suffix));
+    auto keys = [&](int which, const std::string& suffix) {
+      std::vector<uint64_t> k;
+      for (uint64_t j = 0; j < count; ++j) {
+        if (which == 1 && gated) k.push_back(SourceKey(seed_, hub(j, 0) + suffix));
+        k.push_back(SourceKey(seed_, hub(j, which) + suffix));
       }
-      const DType dt = scale ? DType::F32 : fp8_ ? DType::F8_E4M3 : base_;
-      const Fill fill = scale ? Fill::kScale : Fill::kWeight;
-      const uint64_t i_rows = scale ? CeilDiv(I, kBlock) : I, h_rows = scale ? CeilDiv(H, kBlock) : H;
-      const std::string tail = scale ? "_scale_inv" : "";
-      Fused(ep.v5 + (gated ? "gate_up_proj" : "up_proj") + tail, dt, fill, std::move(up), gated ? 2 : 1, i_rows,
-            h_rows);
-      Fused(ep.v5 + "down_proj" + tail, dt, fill, std::move(down), 1, h_rows, i_rows);
+      return k;
+    };
+    const uint32_t parts = gated ? 2 : 1;
+    const std::string up_leaf = gated ? "gate_up_proj" : "up_proj";
+    // Granite's Hub holds them under names of its own.
+    const bool hub_fused = layout_ == Layout::kFusedHubNames;
+    const std::string up_name = hub_fused ? block.hub + std::string(f_.hub_fused_gate_up) : fused + up_leaf;
+    const std::string down_name = hub_fused ? block.hub + std::string(f_.hub_fused_down) : fused + "down_proj";
+    if (mxfp4_) {
+      Mxfp4(up_name, count, parts * I, H);
+      Mxfp4(down_name, count, H, I);
+    } else {
+      for (const bool scale : {false, true}) {
+        if (scale && !fp8_) break;
+        const std::string suffix = scale ? std::string(f_.scale_suffix) : ".weight";
+        const DType dt = scale ? DType::F32 : fp8_ ? DType::F8_E4M3 : base_;
+        const Fill fill = scale ? Fill::kScale : Fill::kWeight;
+        const uint64_t i_rows = scale ? CeilDiv(I, kBlock) : I, h_rows = scale ? CeilDiv(H, kBlock) : H;
+        const std::string tail = scale ? "_scale_inv" : "";
+        Fused(up_name + tail, dt, fill, keys(1, suffix), parts, i_rows, h_rows, Arrangement(true));
+        Fused(down_name + tail, dt, fill, keys(2, suffix), 1, h_rows, i_rows, Arrangement(false));
+      }
+    }
+    if (f_.expert_bias) {
+      // A bias is a one-column matrix: interleaving its transpose interleaves it.
+      const bool interleave = Arrangement(true) == Arrange::kInterleaved;
+      FusedVectors(fused + up_leaf + "_bias", keys(1, ".bias"), parts, I, interleave);
+      FusedVectors(fused + "down_proj_bias", keys(2, ".bias"), 1, H, false);
     }
   }
 
   void Fused(std::string name, DType dtype, Fill fill, std::vector<uint64_t> keys, uint32_t group, uint64_t rows,
-             uint64_t cols) {
+             uint64_t cols, Arrange arrange) {
     PlannedTensor t;
     t.name = std::move(name);
     t.dtype = dtype;
     t.fill = fill;
     const uint64_t E = keys.size() / group;
-    t.transposed = layout_ == Layout::kFusedTransposed;
+    t.transposed = arrange != Arrange::kRows;
+    t.interleaved = arrange == Arrange::kInterleaved;
     t.shape =
         t.transposed ? std::vector<uint64_t>{E, cols, group * rows} : std::vector<uint64_t>{E, group * rows, cols};
     t.keys = std::move(keys);
@@ -524,6 +626,63 @@ class Builder {
     t.rows = rows;
     t.cols = cols;
     Add(std::move(t));
+  }
+
+  // Per-expert vectors of `n` elements fused into [E, group * n], the
+  // group's vectors one after the other or interleaved.
+  void FusedVectors(std::string name, std::vector<uint64_t> keys, uint32_t group, uint64_t n, bool interleave) {
+    PlannedTensor t;
+    t.name = std::move(name);
+    t.dtype = base_;
+    t.fill = Fill::kWeight;
+    t.shape = {keys.size() / group, group * n};
+    t.keys = std::move(keys);
+    t.group = group;
+    t.rows = n;
+    t.cols = 1;
+    t.transposed = t.interleaved = interleave;
+    Add(std::move(t));
+  }
+
+  // gpt_oss's MXFP4 experts as the Hub ships them: `name`_blocks
+  // [E, rows, cols / 32, 16] (two e2m1 codes a byte) and `name`_scales
+  // [E, rows, cols / 32] (e8m0), a block of 32 along each row. Their values
+  // are their own: there is no per-expert MXFP4 form they come from.
+  void Mxfp4(const std::string& name, uint64_t E, uint64_t rows, uint64_t cols) {
+    const uint64_t blocks = cols / kMxBlock;
+    Plain(Same(name + "_blocks"), {E, rows, blocks, kMxBlockBytes}, DType::U8, Fill::kBytes);
+    Plain(Same(name + "_scales"), {E, rows, blocks}, DType::U8, Fill::kE8m0);
+  }
+
+  // A matrix the Hub stores [rows, cols] and v5 transposed, [cols, rows].
+  void TransposedMatrix(const Name& name, uint64_t rows, uint64_t cols, DType dtype) {
+    if (HubNames()) return Plain(name, {rows, cols}, dtype, Fill::kWeight);
+    PlannedTensor t;
+    t.name = name.v5;
+    t.dtype = dtype;
+    t.fill = Fill::kWeight;
+    t.shape = {cols, rows};
+    t.keys = {SourceKey(seed_, name.hub)};
+    t.rows = rows;
+    t.cols = cols;
+    t.transposed = true;
+    Add(std::move(t));
+  }
+
+  // An F32 tensor the Hub stores [parts, n] and v5 as one [1, n] tensor per row.
+  void RowParts(const std::string& hub, const std::vector<std::string>& parts, uint64_t n) {
+    if (HubNames()) return Plain(Same(hub), {parts.size(), n}, DType::F32, Fill::kWeight);
+    for (size_t k = 0; k < parts.size(); ++k) {
+      PlannedTensor t;
+      t.name = parts[k];
+      t.dtype = DType::F32;
+      t.fill = Fill::kWeight;
+      t.shape = {1, n};
+      t.keys = {PartKey(SourceKey(seed_, hub), k * n)};
+      t.rows = n;
+      t.cols = 1;
+      Add(std::move(t));
+    }
   }
 
   // A linear layer's weight; in FP8 checkpoints an FP8 weight plus its
@@ -545,9 +704,9 @@ class Builder {
 
   void RmsNorm(const Name& base, uint64_t n) { Plain(base + ".weight", {n}, base_, Fill::kNorm); }
 
-  void VisionTower(const std::string& v, uint64_t t, uint64_t H) {
-    Plain(Same(v + "patch_embed.proj.weight"), {t, 3, 2, 16, 16}, base_, Fill::kWeight);
-    Plain(Same(v + "patch_embed.proj.bias"), {t}, base_, Fill::kWeight);
+  void VisionTower(const Name& v, uint64_t t, uint64_t H) {
+    Plain(v + "patch_embed.proj.weight", {t, 3, 2, 16, 16}, base_, Fill::kWeight);
+    Plain(v + "patch_embed.proj.bias", {t}, base_, Fill::kWeight);
     TowerNorm(v + "blocks.0.norm1", t);
     TowerNorm(v + "blocks.0.norm2", t);
     TowerLinear(v + "blocks.0.attn.qkv", 3 * t, t);
@@ -559,11 +718,12 @@ class Builder {
     TowerLinear(v + "merger.linear_fc2", H, 4 * t);
   }
 
-  void AudioTower(const std::string& a, uint64_t t, uint64_t H) {
-    Plain(Same(a + "conv2d1.weight"), {t, 1, 3, 3}, base_, Fill::kWeight);
-    Plain(Same(a + "conv2d1.bias"), {t}, base_, Fill::kWeight);
+  void AudioTower(const std::string& audio, uint64_t t, uint64_t H) {
+    const Name a = Same(audio);
+    Plain(a + "conv2d1.weight", {t, 1, 3, 3}, base_, Fill::kWeight);
+    Plain(a + "conv2d1.bias", {t}, base_, Fill::kWeight);
     for (const char* proj : {"q_proj", "k_proj", "v_proj", "out_proj"}) {
-      Plain(Same(a + "layers.0.self_attn." + proj + ".weight"), {t, t}, base_, Fill::kWeight);
+      Plain(a + ("layers.0.self_attn." + std::string(proj) + ".weight"), {t, t}, base_, Fill::kWeight);
     }
     TowerNorm(a + "layers.0.self_attn_layer_norm", t);
     TowerLinear(a + "layers.0.fc1", 4 * t, t);
@@ -574,21 +734,37 @@ class Builder {
     TowerLinear(a + "proj2", H, t);
   }
 
-  // Towers are never quantized.
-  void TowerLinear(const std::string& base, uint64_t rows, uint64_t cols) {
-    Plain(Same(base + ".weight"), {rows, cols}, base_, Fill::kWeight);
-    Plain(Same(base + ".bias"), {rows}, base_, Fill::kWeight);
+  // ERNIE-4.5-VL's resampler: the 2x2 merged patches (4t) through
+  // spatial_linear (Linear, GELU, Linear, LayerNorm: entries 0, 2, 3, which
+  // v5 names fc1, fc2, ln), two frames (8t) through temporal_linear, then
+  // mlp to the text width and after_norm.
+  void ErnieResampler(uint64_t t, uint64_t H) {
+    const std::string r = "model.resampler_model.";
+    for (const char* part : {"spatial_linear.", "temporal_linear."}) {
+      const std::string p = r + part;
+      TowerLinear({p + "0", p + "fc1"}, 4 * t, std::string(part) == "spatial_linear." ? 4 * t : 8 * t);
+      TowerLinear({p + "2", p + "fc2"}, 4 * t, 4 * t);
+      TowerNorm({p + "3", p + "ln"}, 4 * t);
+    }
+    TowerLinear(Same(r + "mlp"), H, 4 * t);
+    Plain(Same(r + "after_norm.weight"), {H}, base_, Fill::kNorm);
   }
 
-  void TowerNorm(const std::string& base, uint64_t n) {
-    Plain(Same(base + ".weight"), {n}, base_, Fill::kNorm);
-    Plain(Same(base + ".bias"), {n}, base_, Fill::kWeight);
+  // Towers are never quantized.
+  void TowerLinear(const Name& base, uint64_t rows, uint64_t cols) {
+    Plain(base + ".weight", {rows, cols}, base_, Fill::kWeight);
+    Plain(base + ".bias", {rows}, base_, Fill::kWeight);
+  }
+
+  void TowerNorm(const Name& base, uint64_t n) {
+    Plain(base + ".weight", {n}, base_, Fill::kNorm);
+    Plain(base + ".bias", {n}, base_, Fill::kWeight);
   }
 
   // The Hub name keys the values; the tensor is called by its name in this layout.
   void Plain(const Name& name, std::vector<uint64_t> shape, DType dtype, Fill fill) {
     PlannedTensor t;
-    t.name = PerExpert() ? name.hub : name.v5;
+    t.name = HubNames() ? name.hub : name.v5;
     t.dtype = dtype;
     t.fill = fill;
     t.shape = std::move(shape);
@@ -612,6 +788,7 @@ class Builder {
 
   const Family& f_;
   const bool fp8_;
+  const bool mxfp4_;
   const DType base_;
   const Layout layout_;
   const uint64_t seed_;
@@ -722,6 +899,20 @@ void MixerConfig(const Family& f, const Dims& d, json& c) {
       c["hc_mult"] = kHcMult;
       break;
     }
+    case Attention::kSlidingWindow: {
+      json types = json::array();
+      for (int l = 0; l < d.layers; ++l) types.push_back(IsSlidingWindowLayer(l) ? "sliding_attention" : "full_attention");
+      c["layer_types"] = std::move(types);
+      break;
+    }
+    case Attention::kGraniteHybrid:
+      c["layer_types"] = LayerTypes(d, "attention", "mamba");
+      c["mamba_n_heads"] = d.lin_v_heads;
+      c["mamba_d_head"] = d.lin_v_dim;
+      c["mamba_d_state"] = d.lin_k_dim;
+      c["mamba_n_groups"] = d.lin_k_heads;
+      c["mamba_d_conv"] = d.conv_kernel;
+      break;
     case Attention::kMha:
     case Attention::kMla:
       break;
@@ -738,8 +929,17 @@ json TextConfig(const Family& f, const Dims& d, WeightType wt) {
   };
   c[std::string(f.experts_field)] = d.experts;
   c[std::string(f.intermediate_field)] = d.intermediate;
+  if (!f.shares.empty()) {  // one entry per share
+    json experts = json::array(), widths = json::array();
+    for (const ExpertShare& s : f.shares) {
+      experts.push_back(d.experts);
+      widths.push_back(ShareWidth(s, d));
+    }
+    c[std::string(f.experts_field)] = std::move(experts);
+    c[std::string(f.intermediate_field)] = std::move(widths);
+  }
   c[std::string(f.topk_field)] = std::min(d.topk, d.experts);
-  if (f.dense_intermediate_field) c["intermediate_size"] = d.dense_intermediate;
+  if (f.dense_intermediate_field) c[std::string(f.dense_intermediate_key)] = d.dense_intermediate;
   switch (f.dense_layers) {
     case DenseLayers::kNone:
       break;
@@ -756,6 +956,15 @@ json TextConfig(const Family& f, const Dims& d, WeightType wt) {
       c["expert_layer_period"] = 2;
       c["expert_layer_offset"] = 1;
       break;
+    case DenseLayers::kMoeLayers: {
+      json moe = json::array();
+      for (int l = 0; l < d.layers; ++l) {
+        if (!IsDenseLayer(f, d, l)) moe.push_back(l);
+      }
+      c["interleave_moe_layer_step"] = 2;
+      c["moe_layers"] = std::move(moe);
+      break;
+    }
   }
   if (f.grouped_routing) {
     // Expert groups must divide the experts; a sliced or resized model
@@ -804,6 +1013,8 @@ json Config(const Family& f, const Dims& dims, WeightType wt) {
     case Towers::kNone:
       break;
     case Towers::kVision:
+    case Towers::kLlama4:
+    case Towers::kErnieVl:
       cfg["vision_config"] = vision;
       break;
     case Towers::kOmniThinker:
@@ -824,6 +1035,12 @@ json Config(const Family& f, const Dims& dims, WeightType wt) {
                                   {"fmt", "e4m3"},
                                   {"activation_scheme", "dynamic"},
                                   {"weight_block_size", {kBlock, kBlock}}};
+  }
+  if (wt == WeightType::kMXFP4) {  // as openai/gpt-oss-20b ships it
+    cfg["quantization_config"] = {
+        {"quant_method", "mxfp4"},
+        {"modules_to_not_convert",
+         {"model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"}}};
   }
   return cfg;
 }

@@ -19,7 +19,10 @@ namespace moepack::synth {
 // identified by its key (see values.h). A plain tensor is its own single
 // source. A fused tensor concatenates `group` sources along rows per expert
 // block (gate then up for gate_up_proj), blocks stacked in expert order;
-// `transposed` writes each block transposed ([cols, group * rows]).
+// `transposed` writes each block transposed ([cols, group * rows]), and
+// `interleaved` (with `transposed`) alternates the sources element by
+// element along the last dim instead ([cols, rows * group], gpt_oss). A
+// transposed single source is a transposed matrix (ERNIE-4.5-VL's routers).
 struct PlannedTensor {
   std::string name;
   DType dtype = DType::BF16;
@@ -30,6 +33,7 @@ struct PlannedTensor {
   uint64_t rows = 0;
   uint64_t cols = 0;
   bool transposed = false;
+  bool interleaved = false;
   uint64_t nbytes = 0;
 };
 

@@ -45,6 +45,36 @@ Status CheckRange(const char* what, const std::optional<int>& v, int max) {
   return Status::OK();
 }
 
+// The layouts and weight types a family has: only those its Hub ships or
+// its rules convert, so that no synthetic checkpoint is one that moepack
+// would misread.
+Status CheckFamilyForm(const Family& f, const Dims& d, WeightType dtype, Layout layout) {
+  const std::string family(f.model_type);
+  if (layout == Layout::kFusedHubNames && f.hub_fused_gate_up.empty()) {
+    return Status::InvalidArgument("layout 'fused-hub-names' is for families whose Hub ships fused experts under names "
+                                   "of their own (granitemoe); " + family + " has none");
+  }
+  if (layout == Layout::kFusedTransposed && f.fused_form != FusedForm::kConcat) {
+    return Status::InvalidArgument(family + " has no fused-transposed layout: v5 and the Hub hold its experts fused "
+                                   "in a form of their own (layout fused)");
+  }
+  if (dtype == WeightType::kFP8 && !f.fp8) {
+    return Status::InvalidArgument(family + " has no FP8 block-scaled form: its rules fuse no weight_scale_inv");
+  }
+  if (dtype == WeightType::kMXFP4) {
+    if (!f.mxfp4) return Status::InvalidArgument("dtype mxfp4 is gpt_oss's Hub form; " + family + " has none");
+    if (layout != Layout::kFused) {
+      return Status::InvalidArgument("mxfp4 experts exist only fused, as the Hub ships them (layout fused)");
+    }
+    if (d.hidden % 32 != 0 || d.intermediate % 32 != 0) {
+      return Status::InvalidArgument("mxfp4 packs blocks of 32: hidden size " + std::to_string(d.hidden) +
+                                     " and intermediate size " + std::to_string(d.intermediate) +
+                                     " must be multiples of 32");
+    }
+  }
+  return Status::OK();
+}
+
 Result<Resolved> Resolve(const SynthOptions& o) {
   Resolved r;
   const Preset* preset = FindPreset(o.preset);
@@ -81,27 +111,29 @@ Result<Resolved> Resolve(const SynthOptions& o) {
   r.dtype = preset->dtype;
   if (!o.dtype.empty()) {
     bool found = false;
-    for (WeightType t : {WeightType::kBF16, WeightType::kF16, WeightType::kF32, WeightType::kFP8}) {
+    for (WeightType t : {WeightType::kBF16, WeightType::kF16, WeightType::kF32, WeightType::kFP8, WeightType::kMXFP4}) {
       if (o.dtype == WeightTypeName(t)) {
         r.dtype = t;
         found = true;
       }
     }
-    if (!found) return Status::InvalidArgument("unknown dtype '" + o.dtype + "' (known: bf16, f16, f32, fp8)");
+    if (!found) return Status::InvalidArgument("unknown dtype '" + o.dtype + "' (known: bf16, f16, f32, fp8, mxfp4)");
   }
   r.layout = r.family->default_layout;
   if (!o.layout.empty()) {
     bool found = false;
-    for (Layout l : {Layout::kPerExpert, Layout::kFused, Layout::kFusedTransposed}) {
+    for (Layout l : {Layout::kPerExpert, Layout::kFused, Layout::kFusedTransposed, Layout::kFusedHubNames}) {
       if (o.layout == LayoutName(l)) {
         r.layout = l;
         found = true;
       }
     }
     if (!found) {
-      return Status::InvalidArgument("unknown layout '" + o.layout + "' (known: per-expert, fused, fused-transposed)");
+      return Status::InvalidArgument("unknown layout '" + o.layout +
+                                     "' (known: per-expert, fused, fused-transposed, fused-hub-names)");
     }
   }
+  MOEPACK_RETURN_IF_ERROR(CheckFamilyForm(*r.family, r.dims, r.dtype, r.layout));
   r.max_shard_size = o.max_shard_size ? o.max_shard_size : preset->max_shard_size;
   return r;
 }
@@ -146,17 +178,21 @@ class SequentialWriter {
 };
 
 // One output row of a transposed block: for each source s of the group and
-// each of its rows r, element (r, h) of source s. T fixes the element size
-// so that each copy is one load and one store.
+// each of its rows r, element (r, h) of source s; interleaved, for each r
+// the element of each s in turn. T fixes the element size so that each copy
+// is one load and one store.
 template <typename T>
 void GatherRow(const Pool& pool, const uint64_t* keys, uint32_t group, uint64_t rows, uint64_t cols, uint64_t h,
-               uint8_t* out) {
+               bool interleaved, uint8_t* out) {
   const uint64_t step = cols % kPoolElements;
+  // Source s's elements go `stride` apart, from slot `s * first`.
+  const uint64_t stride = interleaved ? group : 1, first = interleaved ? 1 : rows;
   for (uint32_t s = 0; s < group; ++s) {
     uint64_t idx = (keys[s] % kPoolElements + h) % kPoolElements;
+    uint8_t* o = out + s * first * sizeof(T);
     for (uint64_t r = 0; r < rows; ++r) {
-      std::memcpy(out, pool.data + idx * sizeof(T), sizeof(T));
-      out += sizeof(T);
+      std::memcpy(o, pool.data + idx * sizeof(T), sizeof(T));
+      o += stride * sizeof(T);
       idx += step;
       if (idx >= kPoolElements) idx -= kPoolElements;
     }
@@ -184,13 +220,13 @@ Status WriteTensor(const PlannedTensor& t, SequentialWriter& w) {
     for (uint64_t h = 0; h < t.cols; ++h) {
       switch (es) {
         case 1:
-          GatherRow<uint8_t>(pool, &t.keys[g], t.group, t.rows, t.cols, h, row.data());
+          GatherRow<uint8_t>(pool, &t.keys[g], t.group, t.rows, t.cols, h, t.interleaved, row.data());
           break;
         case 2:
-          GatherRow<uint16_t>(pool, &t.keys[g], t.group, t.rows, t.cols, h, row.data());
+          GatherRow<uint16_t>(pool, &t.keys[g], t.group, t.rows, t.cols, h, t.interleaved, row.data());
           break;
         default:
-          GatherRow<uint32_t>(pool, &t.keys[g], t.group, t.rows, t.cols, h, row.data());
+          GatherRow<uint32_t>(pool, &t.keys[g], t.group, t.rows, t.cols, h, t.interleaved, row.data());
           break;
       }
       MOEPACK_RETURN_IF_ERROR(w.Put(row.data(), row.size()));

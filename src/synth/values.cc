@@ -36,6 +36,10 @@ float Value(Fill fill, DType dtype, uint64_t bits) {
       return 1.0f + Normal(bits) * 0.05f;
     case Fill::kScale:
       return 1e-3f + Uniform(bits) * 9e-3f;
+    case Fill::kBytes:
+      return static_cast<float>(bits >> 56);
+    case Fill::kE8m0:
+      return static_cast<float>(118 + (bits >> 32) % 13);
   }
   return 0;
 }
@@ -61,6 +65,9 @@ std::unique_ptr<uint8_t[]> BuildPool(Fill fill, DType dtype, int elem_size) {
       }
       case DType::F32:
         std::memcpy(p, &v, 4);
+        break;
+      case DType::U8:  // kBytes and kE8m0 values are whole numbers 0 .. 255
+        *p = static_cast<uint8_t>(v);
         break;
       default:
         *p = EncodeE4M3(v);
@@ -116,6 +123,8 @@ uint8_t EncodeE4M3(float f) {
 uint64_t SourceKey(uint64_t seed, std::string_view hub_name) {
   return XXH3_64bits_withSeed(hub_name.data(), hub_name.size(), seed);
 }
+
+uint64_t PartKey(uint64_t key, uint64_t first) { return (key % kPoolElements + first % kPoolElements) % kPoolElements; }
 
 const Pool& GetPool(Fill fill, DType dtype) {
   static std::mutex mu;

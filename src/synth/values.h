@@ -27,6 +27,8 @@ enum class Fill : uint8_t {
   kWeight,  // ~N(0, 0.02); FP8 codes spread as block-quantized weights are
   kNorm,    // ~1.0
   kScale,   // FP8 block scales: positive, 1e-3 .. 1e-2 (F32 only)
+  kBytes,   // packed codes (MXFP4 blocks): every byte value equally likely (U8 only)
+  kE8m0,    // MXFP4 scales: e8m0 exponents 118 .. 130, 2^-9 .. 2^3 (U8 only)
 };
 
 struct Pool {
@@ -34,7 +36,8 @@ struct Pool {
   int elem_size = 0;
 };
 
-// REQUIRES: dtype is BF16, F16, F32 or F8_E4M3; kScale only with F32.
+// REQUIRES: dtype is BF16, F16, F32 or F8_E4M3; kScale only with F32;
+// kBytes and kE8m0 only with U8, and U8 only with them.
 const Pool& GetPool(Fill fill, DType dtype);
 
 // One step of SplitMix64: a small, fast, platform-independent generator.
@@ -42,6 +45,10 @@ uint64_t SplitMix64(uint64_t& state);
 
 // The key of a source tensor.
 uint64_t SourceKey(uint64_t seed, std::string_view hub_name);
+
+// The key whose values are those of `key` from element `first` on: a part
+// of a source tensor (one row of ERNIE-4.5-VL's [2, E] correction bias).
+uint64_t PartKey(uint64_t key, uint64_t first);
 
 // Encoders (round to nearest even; inputs are finite).
 uint16_t EncodeBF16(float f);

@@ -56,6 +56,7 @@ struct Piece {
   // kDequantMXFP4: the whole stored tensor, blocks [E, rows, groups, 16]
   // (at `begin`) and scales [E, rows, groups]; the geometry reads the
   // decoded [E, groups*32, rows].
+  uint32_t mx_scales_file = 0;
   uint64_t mx_scales = 0, mx_rows = 0, mx_groups = 0;
   uint64_t mat_rows = 0, mat_cols = 0;  // kQuant*: the float matrix quantized
   bool consumed = false;  // a scale piece folded into its weight's
@@ -117,10 +118,10 @@ class Cutter {
       for (size_t i = first; i < out.size(); ++i) {
         Piece& p = out[i];
         p.compute = Piece::Compute::kDequantMXFP4;
+        p.mx_scales_file = mx_scales->shard;
         p.mx_scales = c_.shards()[mx_scales->shard].header.data_start() + mx_scales->info->begin;
         p.mx_rows = stored.shape[1];
         p.mx_groups = stored.shape[2];
-        if (mx_scales->shard != file) return Status::Corrupt("'" + name + "': MXFP4 blocks and scales in two shards");
       }
     }
     return Status::OK();
@@ -289,7 +290,8 @@ Status ReadPiece(const std::vector<File>& files, const std::vector<Piece>& all, 
       std::vector<char> decoded((e1 - e0) * slab), blocks(R * G * 16), scales(R * G);
       for (uint64_t e = e0; e < e1; ++e) {
         MOEPACK_RETURN_IF_ERROR(files[p.file].ReadAt(p.begin + e * blocks.size(), blocks.data(), blocks.size()));
-        MOEPACK_RETURN_IF_ERROR(files[p.file].ReadAt(p.mx_scales + e * scales.size(), scales.data(), scales.size()));
+        MOEPACK_RETURN_IF_ERROR(
+            files[p.mx_scales_file].ReadAt(p.mx_scales + e * scales.size(), scales.data(), scales.size()));
         internal::RefDequantMXFP4(reinterpret_cast<const uint8_t*>(blocks.data()),
                                   reinterpret_cast<const uint8_t*>(scales.data()), R, G, p.dtype,
                                   reinterpret_cast<uint8_t*>(decoded.data()) + (e - e0) * slab);

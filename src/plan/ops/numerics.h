@@ -8,9 +8,11 @@
 //
 // The kernels run on every byte of a checkpoint, so they pick at first use
 // the widest of AVX-512 (F, BW, VL), AVX2 + F16C or plain x86-64 code that
-// the CPU runs; all three give identical bytes. They assume the default
-// floating-point environment (round to nearest even, no flush-to-zero or
-// denormals-are-zero), which is what C++ and Python start with.
+// the CPU runs; all three give identical bytes. The results do not depend
+// on the caller's floating-point environment: the scalar conversions use
+// integer arithmetic, and the kernels run under the default MXCSR (round to
+// nearest even, no flush-to-zero or denormals-are-zero, exceptions masked),
+// which they set for the call and restore after.
 //
 // Thread safety: every function is pure (writes only its outputs) and may be
 // called from any number of threads at once.

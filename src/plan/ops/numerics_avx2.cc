@@ -20,24 +20,29 @@ MOEPACK_AVX2 inline __m256i Set1(uint32_t v) { return _mm256_set1_epi32(static_c
 // ---- fp32 -> output ----
 
 // RNE by integer arithmetic, as FloatToBF16 (vcvtneps2bf16 would be quicker
-// but treats subnormal inputs as zero).
+// but treats subnormal inputs as zero). kNan: whether y may hold NaNs other
+// than the decoded FP8 NaN 0x7FF00000 | sign, which the rounding alone
+// already turns into its BF16 NaN 0x7FF0 | sign.
+template <bool kNan>
 MOEPACK_AVX2 inline __m128i ToBF16(__m256 y) {
   const __m256i u = _mm256_castps_si256(y);
   const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), Set1(1));
-  const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(lsb, Set1(0x7FFF))), 16);
-  const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(u, 16), Set1(0x40));
-  const __m256i r = _mm256_blendv_epi8(rounded, quiet, _mm256_castps_si256(_mm256_cmp_ps(y, y, _CMP_UNORD_Q)));
+  __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(lsb, Set1(0x7FFF))), 16);
+  if constexpr (kNan) {
+    const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(u, 16), Set1(0x40));
+    r = _mm256_blendv_epi8(r, quiet, _mm256_castps_si256(_mm256_cmp_ps(y, y, _CMP_UNORD_Q)));
+  }
   // Every lane is <= 0xFFFF, so the unsigned-saturating pack is exact; it
   // packs within 128-bit lanes, hence the permute.
   return _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08));
 }
 
-template <FloatType O>
+template <FloatType O, bool kNan = true>
 MOEPACK_AVX2 inline void Store8(void* dst, uint64_t i, __m256 y) {
   if constexpr (O == FloatType::kF32) {
     _mm256_storeu_ps(static_cast<float*>(dst) + i, y);
   } else {
-    const __m128i h = O == FloatType::kBF16 ? ToBF16(y) : _mm256_cvtps_ph(y, _MM_FROUND_TO_NEAREST_INT);
+    const __m128i h = O == FloatType::kBF16 ? ToBF16<kNan>(y) : _mm256_cvtps_ph(y, _MM_FROUND_TO_NEAREST_INT);
     _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint16_t*>(dst) + i), h);
   }
 }
@@ -73,31 +78,6 @@ MOEPACK_AVX2 inline E4M3x8 DecodeE4M3(const uint8_t* p) {
           _mm256_castsi256_ps(_mm256_cvtepi16_epi32(nan))};
 }
 
-template <FloatType O>
-MOEPACK_AVX2 void DequantFp8RowT(const uint8_t* w, const float* scales, uint64_t cols, uint64_t block_cols, void* dst,
-                                 uint64_t col_offset) {
-  const __m256i sign = Set1(0x80000000u), nan_bits = Set1(kE4M3NanBits);
-  for (uint64_t c = 0; c < cols;) {
-    const auto [index, end] = BlockOf(c, cols, block_cols, col_offset);
-    const __m256 s = _mm256_set1_ps(scales[index]);
-    for (; c + 8 <= end; c += 8) {
-      const E4M3x8 d = DecodeE4M3(w + c);
-      const __m256 nan = _mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(_mm256_castps_si256(d.value), sign), nan_bits));
-      Store8<O>(dst, c, _mm256_blendv_ps(_mm256_mul_ps(d.value, s), nan, d.nan));
-    }
-    if (c < end) {
-      kScalarKernels.dequant_fp8_row(w + c, scales, end - c, block_cols, O, At(dst, c, FloatTypeBytes(O)),
-                                     col_offset + c);
-      c = end;
-    }
-  }
-}
-
-void DequantFp8Row(const uint8_t* w, const float* scales, uint64_t cols, uint64_t block_cols, FloatType out,
-                   void* dst, uint64_t col_offset) {
-  WithFloatType(out, [&](auto t) { DequantFp8RowT<decltype(t)::value>(w, scales, cols, block_cols, dst, col_offset); });
-}
-
 // ---- MXFP4 dequantization ----
 
 // Eight nibbles (one per byte of the low half of `n`) -> e2m1 values: the
@@ -106,25 +86,6 @@ MOEPACK_AVX2 inline __m256 DecodeE2M1(__m128i n) {
   const __m256i i = _mm256_cvtepu8_epi32(n);
   const __m256 mag = _mm256_permutevar8x32_ps(_mm256_setr_ps(0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f), i);
   return _mm256_or_ps(mag, _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32(i, 28), Set1(0x80000000u))));
-}
-
-template <FloatType O>
-MOEPACK_AVX2 void DequantMxfp4RowT(const uint8_t* blocks, const uint8_t* scales, uint64_t groups, void* dst) {
-  const __m128i low4 = _mm_set1_epi8(0x0F);
-  for (uint64_t g = 0; g < groups; ++g) {
-    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blocks + 16 * g));
-    const __m128i lo = _mm_and_si128(b, low4), hi = _mm_and_si128(_mm_srli_epi16(b, 4), low4);
-    const __m128i n0 = _mm_unpacklo_epi8(lo, hi), n1 = _mm_unpackhi_epi8(lo, hi);  // elements 0..15, 16..31
-    const __m256 s = _mm256_castsi256_ps(Set1(E8M0Bits(scales[g])));
-    Store8<O>(dst, 32 * g, _mm256_mul_ps(DecodeE2M1(n0), s));
-    Store8<O>(dst, 32 * g + 8, _mm256_mul_ps(DecodeE2M1(_mm_srli_si128(n0, 8)), s));
-    Store8<O>(dst, 32 * g + 16, _mm256_mul_ps(DecodeE2M1(n1), s));
-    Store8<O>(dst, 32 * g + 24, _mm256_mul_ps(DecodeE2M1(_mm_srli_si128(n1, 8)), s));
-  }
-}
-
-void DequantMxfp4Row(const uint8_t* blocks, const uint8_t* scales, uint64_t groups, FloatType out, void* dst) {
-  WithFloatType(out, [&](auto t) { DequantMxfp4RowT<decltype(t)::value>(blocks, scales, groups, dst); });
 }
 
 // ---- FP8 quantization ----
@@ -136,30 +97,9 @@ MOEPACK_AVX2 inline uint32_t MaxLane(__m256i v) {
   return static_cast<uint32_t>(_mm_cvtsi128_si32(m));
 }
 
-template <FloatType T>
-MOEPACK_AVX2 void AbsMaxRowT(const void* src, uint64_t cols, uint64_t block_cols, uint32_t* amax_bits) {
-  const __m256i abs = Set1(0x7FFFFFFFu), above_inf = Set1(0x7F800001u);
-  for (uint64_t c = 0; c < cols;) {
-    const auto [index, end] = BlockOf(c, cols, block_cols, 0);
-    __m256i m = _mm256_setzero_si256();
-    for (; c + 8 <= end; c += 8) {
-      const __m256i a = _mm256_and_si256(_mm256_castps_si256(Load8<T>(src, c)), abs);
-      // Signed compare is right: a >= 0. NaN lanes (a > inf) count as 0.
-      m = _mm256_max_epu32(m, _mm256_and_si256(a, _mm256_cmpgt_epi32(above_inf, a)));
-    }
-    amax_bits[index] = std::max(amax_bits[index], MaxLane(m));
-    if (c < end) {  // the rest of this block, as one block of its own
-      kScalarKernels.abs_max_row(At(src, c, FloatTypeBytes(T)), T, end - c, end - c, amax_bits + index);
-      c = end;
-    }
-  }
-}
-
-void AbsMaxRow(const void* src, FloatType type, uint64_t cols, uint64_t block_cols, uint32_t* amax_bits) {
-  WithFloatType(type, [&](auto t) { AbsMaxRowT<decltype(t)::value>(src, cols, block_cols, amax_bits); });
-}
-
-// FloatToE4M3 on eight lanes, as 32-bit codes.
+// FloatToE4M3 on eight lanes, as 32-bit codes. Codes below the smallest normal come from
+// adding 2^14, where an fp32 ulp is 2^-9: the addition rounds |y| / 2^-9 to
+// nearest even (numerics.cc keeps MXCSR at its default meanwhile).
 MOEPACK_AVX2 inline __m256i EncodeE4M3(__m256 y) {
   const __m256i u = _mm256_castps_si256(y);
   const __m256i a = _mm256_and_si256(u, Set1(0x7FFFFFFFu));
@@ -181,26 +121,66 @@ MOEPACK_AVX2 inline void StoreCodes8(uint8_t* q, __m256i r) {
                    _mm_unpacklo_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1)));
 }
 
-template <FloatType T>
-MOEPACK_AVX2 void QuantizeRowT(const void* src, uint64_t cols, uint64_t block_cols, const float* scales, uint8_t* q) {
-  for (uint64_t c = 0; c < cols;) {
-    const auto [index, end] = BlockOf(c, cols, block_cols, 0);
-    const __m256 s = _mm256_set1_ps(scales[index]);
-    for (; c + 8 <= end; c += 8) StoreCodes8(q + c, EncodeE4M3(_mm256_div_ps(Load8<T>(src, c), s)));
-    if (c < end) {
-      kScalarKernels.quantize_row(At(src, c, FloatTypeBytes(T)), T, end - c, end - c, scales + index, q + c);
-      c = end;
+// The spans numerics_kernels.h builds the kernels from.
+struct Avx2Spans {
+  // Columns [c, end) of one block, eight at a time; returns the first column
+  // it left. kNan: whether a product can be NaN (an infinite or NaN scale);
+  // with a finite scale only NaN codes are, which Store8 needs not look for.
+  template <FloatType O, bool kNan>
+  MOEPACK_AVX2 static uint64_t DequantFp8(const uint8_t* w, float scale, uint64_t c, uint64_t end, void* dst) {
+    const __m256i sign = Set1(0x80000000u), nan_bits = Set1(kE4M3NanBits);
+    const __m256 s = _mm256_set1_ps(scale);
+    for (; c + 8 <= end; c += 8) {
+      const E4M3x8 d = DecodeE4M3(w + c);
+      const __m256i nan = _mm256_or_si256(_mm256_and_si256(_mm256_castps_si256(d.value), sign), nan_bits);
+      Store8<O, kNan>(dst, c, _mm256_blendv_ps(_mm256_mul_ps(d.value, s), _mm256_castsi256_ps(nan), d.nan));
+    }
+    return c;
+  }
+
+  template <FloatType O>
+  MOEPACK_AVX2 static void Mxfp4Row(const uint8_t* blocks, const uint8_t* scales, uint64_t groups, void* dst) {
+    const __m128i low4 = _mm_set1_epi8(0x0F);
+    for (uint64_t g = 0; g < groups; ++g) {
+      const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blocks + 16 * g));
+      const __m128i lo = _mm_and_si128(b, low4), hi = _mm_and_si128(_mm_srli_epi16(b, 4), low4);
+      const __m128i n0 = _mm_unpacklo_epi8(lo, hi), n1 = _mm_unpackhi_epi8(lo, hi);  // elements 0..15, 16..31
+      const __m256 s = _mm256_castsi256_ps(Set1(E8M0Bits(scales[g])));
+      const __m256 y[4] = {_mm256_mul_ps(DecodeE2M1(n0), s), _mm256_mul_ps(DecodeE2M1(_mm_srli_si128(n0, 8)), s),
+                           _mm256_mul_ps(DecodeE2M1(n1), s), _mm256_mul_ps(DecodeE2M1(_mm_srli_si128(n1, 8)), s)};
+      for (int i = 0; i < 4; ++i) {
+        if (scales[g] == 255) {  // 2^128 = inf: 0 * inf is NaN
+          Store8<O, true>(dst, 32 * g + 8 * i, y[i]);
+        } else {
+          Store8<O, false>(dst, 32 * g + 8 * i, y[i]);
+        }
+      }
     }
   }
-}
 
-void QuantizeRow(const void* src, FloatType type, uint64_t cols, uint64_t block_cols, const float* scales,
-                 uint8_t* q) {
-  WithFloatType(type, [&](auto t) { QuantizeRowT<decltype(t)::value>(src, cols, block_cols, scales, q); });
-}
+  template <FloatType T>
+  MOEPACK_AVX2 static uint64_t AbsMax(const void* src, uint64_t c, uint64_t end, uint32_t& amax_bits) {
+    const __m256i abs = Set1(0x7FFFFFFFu), above_inf = Set1(0x7F800001u);
+    __m256i m = _mm256_setzero_si256();
+    for (; c + 8 <= end; c += 8) {
+      const __m256i a = _mm256_and_si256(_mm256_castps_si256(Load8<T>(src, c)), abs);
+      // Signed compare is right: a >= 0. NaN lanes (a > inf) count as 0.
+      m = _mm256_max_epu32(m, _mm256_and_si256(a, _mm256_cmpgt_epi32(above_inf, a)));
+    }
+    amax_bits = std::max(amax_bits, MaxLane(m));
+    return c;
+  }
+
+  template <FloatType T>
+  MOEPACK_AVX2 static uint64_t Quantize(const void* src, float scale, uint64_t c, uint64_t end, uint8_t* q) {
+    const __m256 s = _mm256_set1_ps(scale);
+    for (; c + 8 <= end; c += 8) StoreCodes8(q + c, EncodeE4M3(_mm256_div_ps(Load8<T>(src, c), s)));
+    return c;
+  }
+};
 
 }  // namespace
 
-const Kernels kAvx2Kernels = {DequantFp8Row, DequantMxfp4Row, AbsMaxRow, QuantizeRow};
+const Kernels kAvx2Kernels = MakeKernels<Avx2Spans>();
 
 }  // namespace moepack::ops::numerics

@@ -7,6 +7,7 @@
 // GCC 12 warns inside its own AVX-512 intrinsics, which start from
 // _mm512_undefined_* (GCC bug 105593, fixed in GCC 13).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 #include <immintrin.h>
 
@@ -25,22 +26,28 @@ MOEPACK_AVX512 inline __m512i Set1(uint32_t v) { return _mm512_set1_epi32(static
 // ---- fp32 -> output ----
 
 // RNE by integer arithmetic, as FloatToBF16: AVX512-BF16's vcvtneps2bf16
-// would be quicker but treats subnormal inputs as zero.
+// would be quicker but treats subnormal inputs as zero. kNan: whether y may
+// hold NaNs other than the decoded FP8 NaN 0x7FF00000 | sign, which the
+// rounding alone already turns into its BF16 NaN 0x7FF0 | sign.
+template <bool kNan>
 MOEPACK_AVX512 inline __m256i ToBF16(__m512 y) {
   const __m512i u = _mm512_castps_si512(y);
   const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), Set1(1));
-  const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, Set1(0x7FFF))), 16);
-  const __m512i quiet = _mm512_or_si512(_mm512_srli_epi32(u, 16), Set1(0x40));
-  return _mm512_cvtepi32_epi16(_mm512_mask_mov_epi32(rounded, _mm512_cmp_ps_mask(y, y, _CMP_UNORD_Q), quiet));
+  __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, Set1(0x7FFF))), 16);
+  if constexpr (kNan) {
+    const __m512i quiet = _mm512_or_si512(_mm512_srli_epi32(u, 16), Set1(0x40));
+    r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(y, y, _CMP_UNORD_Q), quiet);
+  }
+  return _mm512_cvtepi32_epi16(r);
 }
 
-template <FloatType O>
+template <FloatType O, bool kNan = true>
 MOEPACK_AVX512 inline void Store16(void* dst, uint64_t i, __m512 y) {
   if constexpr (O == FloatType::kF32) {
     _mm512_storeu_ps(static_cast<float*>(dst) + i, y);
   } else {
-    const __m256i h =
-        O == FloatType::kBF16 ? ToBF16(y) : _mm512_cvtps_ph(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256i h = O == FloatType::kBF16 ? ToBF16<kNan>(y)
+                                            : _mm512_cvtps_ph(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(static_cast<uint16_t*>(dst) + i), h);
   }
 }
@@ -74,31 +81,6 @@ MOEPACK_AVX512 inline E4M3x16 DecodeE4M3(const uint8_t* p) {
           _mm256_cmpeq_epi16_mask(_mm256_and_si256(b, seven), seven)};
 }
 
-template <FloatType O>
-MOEPACK_AVX512 void DequantFp8RowT(const uint8_t* w, const float* scales, uint64_t cols, uint64_t block_cols,
-                                   void* dst, uint64_t col_offset) {
-  const __m512i sign = Set1(0x80000000u), nan_bits = Set1(kE4M3NanBits);
-  for (uint64_t c = 0; c < cols;) {
-    const auto [index, end] = BlockOf(c, cols, block_cols, col_offset);
-    const __m512 s = _mm512_set1_ps(scales[index]);
-    for (; c + 16 <= end; c += 16) {
-      const E4M3x16 d = DecodeE4M3(w + c);
-      const __m512i nan = _mm512_or_si512(_mm512_and_si512(_mm512_castps_si512(d.value), sign), nan_bits);
-      Store16<O>(dst, c, _mm512_mask_mov_ps(_mm512_mul_ps(d.value, s), d.nan, _mm512_castsi512_ps(nan)));
-    }
-    if (c < end) {
-      kScalarKernels.dequant_fp8_row(w + c, scales, end - c, block_cols, O, At(dst, c, FloatTypeBytes(O)),
-                                     col_offset + c);
-      c = end;
-    }
-  }
-}
-
-void DequantFp8Row(const uint8_t* w, const float* scales, uint64_t cols, uint64_t block_cols, FloatType out,
-                   void* dst, uint64_t col_offset) {
-  WithFloatType(out, [&](auto t) { DequantFp8RowT<decltype(t)::value>(w, scales, cols, block_cols, dst, col_offset); });
-}
-
 // ---- MXFP4 dequantization ----
 
 // Sixteen nibbles (one per byte of `n`) -> e2m1 values: the whole table
@@ -109,47 +91,11 @@ MOEPACK_AVX512 inline __m512 DecodeE2M1(__m128i n) {
   return _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(n), table);
 }
 
-template <FloatType O>
-MOEPACK_AVX512 void DequantMxfp4RowT(const uint8_t* blocks, const uint8_t* scales, uint64_t groups, void* dst) {
-  const __m128i low4 = _mm_set1_epi8(0x0F);
-  for (uint64_t g = 0; g < groups; ++g) {
-    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blocks + 16 * g));
-    const __m128i lo = _mm_and_si128(b, low4), hi = _mm_and_si128(_mm_srli_epi16(b, 4), low4);
-    const __m512 s = _mm512_castsi512_ps(Set1(E8M0Bits(scales[g])));
-    Store16<O>(dst, 32 * g, _mm512_mul_ps(DecodeE2M1(_mm_unpacklo_epi8(lo, hi)), s));       // elements 0..15
-    Store16<O>(dst, 32 * g + 16, _mm512_mul_ps(DecodeE2M1(_mm_unpackhi_epi8(lo, hi)), s));  // 16..31
-  }
-}
-
-void DequantMxfp4Row(const uint8_t* blocks, const uint8_t* scales, uint64_t groups, FloatType out, void* dst) {
-  WithFloatType(out, [&](auto t) { DequantMxfp4RowT<decltype(t)::value>(blocks, scales, groups, dst); });
-}
-
 // ---- FP8 quantization ----
 
-template <FloatType T>
-MOEPACK_AVX512 void AbsMaxRowT(const void* src, uint64_t cols, uint64_t block_cols, uint32_t* amax_bits) {
-  const __m512i abs = Set1(0x7FFFFFFFu), inf = Set1(0x7F800000u);
-  for (uint64_t c = 0; c < cols;) {
-    const auto [index, end] = BlockOf(c, cols, block_cols, 0);
-    __m512i m = _mm512_setzero_si512();
-    for (; c + 16 <= end; c += 16) {
-      const __m512i a = _mm512_and_si512(_mm512_castps_si512(Load16<T>(src, c)), abs);
-      m = _mm512_mask_max_epu32(m, _mm512_cmple_epu32_mask(a, inf), m, a);  // NaN lanes left out
-    }
-    amax_bits[index] = std::max(amax_bits[index], static_cast<uint32_t>(_mm512_reduce_max_epu32(m)));
-    if (c < end) {  // the rest of this block, as one block of its own
-      kScalarKernels.abs_max_row(At(src, c, FloatTypeBytes(T)), T, end - c, end - c, amax_bits + index);
-      c = end;
-    }
-  }
-}
-
-void AbsMaxRow(const void* src, FloatType type, uint64_t cols, uint64_t block_cols, uint32_t* amax_bits) {
-  WithFloatType(type, [&](auto t) { AbsMaxRowT<decltype(t)::value>(src, cols, block_cols, amax_bits); });
-}
-
-// FloatToE4M3 on sixteen lanes, as 32-bit codes.
+// FloatToE4M3 on sixteen lanes, as 32-bit codes. Codes below the smallest normal come from
+// adding 2^14, where an fp32 ulp is 2^-9: the addition rounds |y| / 2^-9 to
+// nearest even (numerics.cc keeps MXCSR at its default meanwhile).
 MOEPACK_AVX512 inline __m512i EncodeE4M3(__m512 y) {
   const __m512i u = _mm512_castps_si512(y);
   const __m512i a = _mm512_and_si512(u, Set1(0x7FFFFFFFu));
@@ -164,30 +110,68 @@ MOEPACK_AVX512 inline __m512i EncodeE4M3(__m512 y) {
   return _mm512_or_si512(r, _mm512_and_si512(_mm512_srli_epi32(u, 24), Set1(0x80)));
 }
 
-template <FloatType T>
-MOEPACK_AVX512 void QuantizeRowT(const void* src, uint64_t cols, uint64_t block_cols, const float* scales,
-                                 uint8_t* q) {
-  for (uint64_t c = 0; c < cols;) {
-    const auto [index, end] = BlockOf(c, cols, block_cols, 0);
-    const __m512 s = _mm512_set1_ps(scales[index]);
+// The spans numerics_kernels.h builds the kernels from.
+struct Avx512Spans {
+  // Columns [c, end) of one block, sixteen at a time; returns the first
+  // column it left. kNan: whether a product can be NaN (an infinite or NaN
+  // scale); with a finite scale only NaN codes are, which Store16 needs not
+  // look for.
+  template <FloatType O, bool kNan>
+  MOEPACK_AVX512 static uint64_t DequantFp8(const uint8_t* w, float scale, uint64_t c, uint64_t end, void* dst) {
+    const __m512i sign = Set1(0x80000000u), nan_bits = Set1(kE4M3NanBits);
+    const __m512 s = _mm512_set1_ps(scale);
+    for (; c + 16 <= end; c += 16) {
+      const E4M3x16 d = DecodeE4M3(w + c);
+      const __m512i nan = _mm512_or_si512(_mm512_and_si512(_mm512_castps_si512(d.value), sign), nan_bits);
+      Store16<O, kNan>(dst, c, _mm512_mask_mov_ps(_mm512_mul_ps(d.value, s), d.nan, _mm512_castsi512_ps(nan)));
+    }
+    return c;
+  }
+
+  template <FloatType O>
+  MOEPACK_AVX512 static void Mxfp4Row(const uint8_t* blocks, const uint8_t* scales, uint64_t groups, void* dst) {
+    const __m128i low4 = _mm_set1_epi8(0x0F);
+    for (uint64_t g = 0; g < groups; ++g) {
+      const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blocks + 16 * g));
+      const __m128i lo = _mm_and_si128(b, low4), hi = _mm_and_si128(_mm_srli_epi16(b, 4), low4);
+      const __m512 s = _mm512_castsi512_ps(Set1(E8M0Bits(scales[g])));
+      const __m512 y0 = _mm512_mul_ps(DecodeE2M1(_mm_unpacklo_epi8(lo, hi)), s);  // elements 0..15
+      const __m512 y1 = _mm512_mul_ps(DecodeE2M1(_mm_unpackhi_epi8(lo, hi)), s);  // 16..31
+      if (scales[g] == 255) {  // 2^128 = inf: 0 * inf is NaN
+        Store16<O, true>(dst, 32 * g, y0);
+        Store16<O, true>(dst, 32 * g + 16, y1);
+      } else {
+        Store16<O, false>(dst, 32 * g, y0);
+        Store16<O, false>(dst, 32 * g + 16, y1);
+      }
+    }
+  }
+
+  template <FloatType T>
+  MOEPACK_AVX512 static uint64_t AbsMax(const void* src, uint64_t c, uint64_t end, uint32_t& amax_bits) {
+    const __m512i abs = Set1(0x7FFFFFFFu), inf = Set1(0x7F800000u);
+    __m512i m = _mm512_setzero_si512();
+    for (; c + 16 <= end; c += 16) {
+      const __m512i a = _mm512_and_si512(_mm512_castps_si512(Load16<T>(src, c)), abs);
+      m = _mm512_mask_max_epu32(m, _mm512_cmple_epu32_mask(a, inf), m, a);  // NaN lanes left out
+    }
+    amax_bits = std::max(amax_bits, static_cast<uint32_t>(_mm512_reduce_max_epu32(m)));
+    return c;
+  }
+
+  template <FloatType T>
+  MOEPACK_AVX512 static uint64_t Quantize(const void* src, float scale, uint64_t c, uint64_t end, uint8_t* q) {
+    const __m512 s = _mm512_set1_ps(scale);
     for (; c + 16 <= end; c += 16) {
       const __m512i codes = EncodeE4M3(_mm512_div_ps(Load16<T>(src, c), s));
       _mm_storeu_si128(reinterpret_cast<__m128i*>(q + c), _mm512_cvtepi32_epi8(codes));
     }
-    if (c < end) {
-      kScalarKernels.quantize_row(At(src, c, FloatTypeBytes(T)), T, end - c, end - c, scales + index, q + c);
-      c = end;
-    }
+    return c;
   }
-}
-
-void QuantizeRow(const void* src, FloatType type, uint64_t cols, uint64_t block_cols, const float* scales,
-                 uint8_t* q) {
-  WithFloatType(type, [&](auto t) { QuantizeRowT<decltype(t)::value>(src, cols, block_cols, scales, q); });
-}
+};
 
 }  // namespace
 
-const Kernels kAvx512Kernels = {DequantFp8Row, DequantMxfp4Row, AbsMaxRow, QuantizeRow};
+const Kernels kAvx512Kernels = MakeKernels<Avx512Spans>();
 
 }  // namespace moepack::ops::numerics

@@ -11,9 +11,7 @@
 namespace moepack::ops {
 namespace {
 
-using numerics::BlockOf;
 using numerics::kE4M3NanBits;
-using numerics::WithFloatType;
 
 // fp32 bits of every e4m3 code, computed from the format rather than
 // written out, so the table cannot hold a typo.
@@ -67,72 +65,46 @@ inline float Load(const void* src, uint64_t i) {
   }
 }
 
-template <FloatType O>
-void DequantFp8RowT(const uint8_t* w, const float* scales, uint64_t cols, uint64_t block_cols, void* dst,
-                    uint64_t col_offset) {
-  for (uint64_t c = 0; c < cols;) {
-    const auto [index, end] = BlockOf(c, cols, block_cols, col_offset);
-    const float s = scales[index];
+// Spans that do every column: the scalar kernels have no tails.
+struct ScalarSpans {
+  template <FloatType O, bool kNan>
+  static uint64_t DequantFp8(const uint8_t* w, float scale, uint64_t c, uint64_t end, void* dst) {
     for (; c < end; ++c) {
       const float v = std::bit_cast<float>(kE4M3[w[c]]);
       // The NaN code wins over a NaN scale: which NaN a multiply returns is
       // the CPU's choice, this is ours.
-      Store<O>(dst, c, (w[c] & 0x7F) == 0x7F ? v : v * s);
+      Store<O>(dst, c, (w[c] & 0x7F) == 0x7F ? v : v * scale);
+    }
+    return c;
+  }
+
+  template <FloatType O>
+  static void Mxfp4Row(const uint8_t* blocks, const uint8_t* scales, uint64_t groups, void* dst) {
+    for (uint64_t g = 0; g < groups; ++g) {
+      const float s = std::bit_cast<float>(numerics::E8M0Bits(scales[g]));
+      for (uint64_t b = 0; b < 16; ++b) {
+        const uint8_t byte = blocks[16 * g + b];
+        Store<O>(dst, 32 * g + 2 * b, kE2M1[byte & 0xF] * s);
+        Store<O>(dst, 32 * g + 2 * b + 1, kE2M1[byte >> 4] * s);
+      }
     }
   }
-}
 
-void DequantFp8RowScalar(const uint8_t* w, const float* scales, uint64_t cols, uint64_t block_cols, FloatType out,
-                         void* dst, uint64_t col_offset) {
-  WithFloatType(out, [&](auto t) { DequantFp8RowT<decltype(t)::value>(w, scales, cols, block_cols, dst, col_offset); });
-}
-
-template <FloatType O>
-void DequantMxfp4RowT(const uint8_t* blocks, const uint8_t* scales, uint64_t groups, void* dst) {
-  for (uint64_t g = 0; g < groups; ++g) {
-    const float s = std::bit_cast<float>(numerics::E8M0Bits(scales[g]));
-    for (uint64_t b = 0; b < 16; ++b) {
-      const uint8_t byte = blocks[16 * g + b];
-      Store<O>(dst, 32 * g + 2 * b, kE2M1[byte & 0xF] * s);
-      Store<O>(dst, 32 * g + 2 * b + 1, kE2M1[byte >> 4] * s);
-    }
-  }
-}
-
-void DequantMxfp4RowScalar(const uint8_t* blocks, const uint8_t* scales, uint64_t groups, FloatType out, void* dst) {
-  WithFloatType(out, [&](auto t) { DequantMxfp4RowT<decltype(t)::value>(blocks, scales, groups, dst); });
-}
-
-template <FloatType T>
-void AbsMaxRowT(const void* src, uint64_t cols, uint64_t block_cols, uint32_t* amax_bits) {
-  for (uint64_t c = 0; c < cols;) {
-    const auto [index, end] = BlockOf(c, cols, block_cols, 0);
-    uint32_t m = amax_bits[index];
+  template <FloatType T>
+  static uint64_t AbsMax(const void* src, uint64_t c, uint64_t end, uint32_t& amax_bits) {
     for (; c < end; ++c) {
       const uint32_t a = std::bit_cast<uint32_t>(Load<T>(src, c)) & 0x7FFFFFFFu;
-      if (a <= 0x7F800000u && a > m) m = a;
+      if (a <= 0x7F800000u && a > amax_bits) amax_bits = a;  // NaNs left out
     }
-    amax_bits[index] = m;
+    return c;
   }
-}
 
-void AbsMaxRowScalar(const void* src, FloatType type, uint64_t cols, uint64_t block_cols, uint32_t* amax_bits) {
-  WithFloatType(type, [&](auto t) { AbsMaxRowT<decltype(t)::value>(src, cols, block_cols, amax_bits); });
-}
-
-template <FloatType T>
-void QuantizeRowT(const void* src, uint64_t cols, uint64_t block_cols, const float* scales, uint8_t* q) {
-  for (uint64_t c = 0; c < cols;) {
-    const auto [index, end] = BlockOf(c, cols, block_cols, 0);
-    const float s = scales[index];
-    for (; c < end; ++c) q[c] = FloatToE4M3(Load<T>(src, c) / s);
+  template <FloatType T>
+  static uint64_t Quantize(const void* src, float scale, uint64_t c, uint64_t end, uint8_t* q) {
+    for (; c < end; ++c) q[c] = FloatToE4M3(Load<T>(src, c) / scale);
+    return c;
   }
-}
-
-void QuantizeRowScalar(const void* src, FloatType type, uint64_t cols, uint64_t block_cols, const float* scales,
-                       uint8_t* q) {
-  WithFloatType(type, [&](auto t) { QuantizeRowT<decltype(t)::value>(src, cols, block_cols, scales, q); });
-}
+};
 
 }  // namespace
 
@@ -193,15 +165,16 @@ uint8_t FloatToE4M3(float f) {
   if (a >= 0x3C800000u) {                     // >= 2^-6: a normal code; 448 is not reached from below 448
     return static_cast<uint8_t>(sign | (((a + 0x7FFFFu + ((a >> 20) & 1u)) >> 20) - ((127u - 7u) << 3)));
   }
-  // |f| < 2^-6: the code is |f| / 2^-9 rounded; in [2^14, 2^15) an fp32 ulp
-  // is 2^-9, so the addition rounds exactly there (and gives 8, the smallest
-  // normal, when it rounds up to 2^-6).
-  const float mag = std::bit_cast<float>(a) + 16384.0f;
-  return static_cast<uint8_t>(sign | (std::bit_cast<uint32_t>(mag) - 0x46800000u));
+  // |f| < 2^-6: the code is k = |f| / 2^-9 rounded (8, the smallest normal,
+  // when it rounds up to 2^-6). In integers, so that no floating-point mode
+  // of the caller's can change it.
+  if (a <= 0x3A800000u) return sign;  // <= 2^-10, half the smallest subnormal: ties to 0
+  const uint32_t e = a >> 23, m = (a & 0x7FFFFFu) | 0x800000u;  // |f| = m * 2^(e-150)
+  return static_cast<uint8_t>(sign | ShiftRoundEven(m, 141 - e));
 }
 
 namespace numerics {
-const Kernels kScalarKernels = {DequantFp8RowScalar, DequantMxfp4RowScalar, AbsMaxRowScalar, QuantizeRowScalar};
+const Kernels kScalarKernels = MakeKernels<ScalarSpans>();
 }  // namespace numerics
 
 }  // namespace moepack::ops
