@@ -6,9 +6,12 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <string>
+#include <thread>
+#include <tuple>
 #include <vector>
 
 #include "moepack/checkpoint.h"
@@ -184,6 +187,82 @@ TEST_P(LoaderCaseTest, EveryRankGetsItsSliceAndReadsOnlyItsBytes) {
   }
 }
 
+// ReadMany (threads, chunks cut inside tensors) and ReadRange over the
+// windows of Chunks, read from several threads, give what ReadInto gives,
+// and read each of the rank's bytes exactly once.
+TEST_P(LoaderCaseTest, ParallelAndWindowedReadsEqualReadInto) {
+  TempDir d;
+  Synth(d / "src", GetParam().synth);
+  for (ParallelSpec p : {ParallelSpec{}, ParallelSpec{1, 2, 1, 2}}) {
+    LoadOptions o;
+    o.parallel = p;
+    auto l = Loader::Open(d / "src", o);
+    ASSERT_TRUE(l.ok()) << l.status().message();
+    const auto want = LoadAll(*l);
+    const auto& ts = l->tensors();
+    for (uint64_t chunk : {uint64_t{1} << 20, uint64_t{100}, uint64_t{7}}) {
+      for (int threads : {1, 3}) {
+        std::vector<std::string> bufs(ts.size());
+        std::vector<ReadRequest> reqs;
+        for (size_t i = 0; i < ts.size(); ++i) {
+          bufs[i].assign(ts[i].nbytes, '\x5a');
+          reqs.push_back(ReadRequest{i, bufs[i].data(), bufs[i].size()});
+        }
+        l->ResetCounters();
+        Status s = l->ReadMany(reqs, {.threads = threads, .chunk_bytes = chunk});
+        ASSERT_TRUE(s.ok()) << s.message();
+        for (size_t i = 0; i < ts.size(); ++i) EXPECT_TRUE(bufs[i] == want.at(ts[i].name)) << ts[i].name << " chunk " << chunk;
+        EXPECT_EQ(l->bytes_read(), l->rank_bytes()) << "chunk " << chunk << " threads " << threads;
+      }
+      // The windows of Chunks: consecutive, cut at multiples of `chunk`
+      // unless a transposed block is kept whole, read from two threads.
+      l->ResetCounters();
+      std::vector<std::string> bufs(ts.size());
+      std::vector<std::tuple<size_t, uint64_t, uint64_t>> windows;
+      for (size_t i = 0; i < ts.size(); ++i) {
+        bufs[i].assign(ts[i].nbytes, '\0');
+        uint64_t at = 0;
+        for (auto [b, e] : l->Chunks(i, chunk)) {
+          EXPECT_EQ(b, at) << ts[i].name;
+          EXPECT_LT(b, e);
+          if (e - b > chunk) {
+            EXPECT_NE(GetParam().name.find("transposed"), std::string::npos) << ts[i].name;
+          }
+          windows.emplace_back(i, b, e);
+          at = e;
+        }
+        EXPECT_EQ(at, ts[i].nbytes) << ts[i].name;
+      }
+      std::vector<Status> errs(2);
+      std::vector<std::thread> pool;
+      for (size_t w = 0; w < 2; ++w) {
+        pool.emplace_back([&, w] {
+          for (size_t k = w; k < windows.size(); k += 2) {
+            auto [i, b, e] = windows[k];
+            Status s = l->ReadRange(i, b, bufs[i].data() + b, e - b);
+            if (!s.ok()) errs[w] = s;
+          }
+        });
+      }
+      for (auto& t : pool) t.join();
+      for (const Status& e : errs) ASSERT_TRUE(e.ok()) << e.message();
+      for (size_t i = 0; i < ts.size(); ++i) EXPECT_TRUE(bufs[i] == want.at(ts[i].name)) << ts[i].name << " chunk " << chunk;
+      EXPECT_EQ(l->bytes_read(), l->rank_bytes()) << "chunk " << chunk;
+    }
+    // Any window, cutting transposed blocks anywhere, still has the right bytes.
+    for (size_t i = 0; i < ts.size(); ++i) {
+      const std::string& full = want.at(ts[i].name);
+      for (uint64_t b = 0; b < full.size(); b += 1 + full.size() / 3) {
+        const uint64_t len = std::min<uint64_t>(full.size() - b, 5 + full.size() / 4);
+        std::string part(len, '\0');
+        Status s = l->ReadRange(i, b, part.data(), len);
+        ASSERT_TRUE(s.ok()) << s.message();
+        EXPECT_TRUE(part == full.substr(b, len)) << ts[i].name << " at " << b;
+      }
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Families, LoaderCaseTest, ::testing::ValuesIn(kCases),
                          [](const auto& info) { return info.param.name; });
 
@@ -292,6 +371,74 @@ TEST(LoaderTest, RawLoadGivesTheSourceTensorsInShardOrder) {
   EXPECT_EQ(names, c->names());
   o.parallel.ep_size = 2;
   EXPECT_FALSE(Loader::Open(d / "q", o).ok());
+}
+
+}  // namespace
+}  // namespace moepack
+
+namespace moepack {
+namespace {
+
+// A refused ReadMany or ReadRange writes nothing: every buffer keeps its bytes.
+TEST(LoaderTest, RefusedReadsLeaveTheBuffersUntouched) {
+  TempDir d;
+  Synth(d / "q", "--model-type qwen3_moe --dtype bf16 --layers 1 --experts 4 --hidden 16 --intermediate 8");
+  auto l = Loader::Open(d / "q", {});
+  ASSERT_TRUE(l.ok()) << l.status().message();
+  const auto& ts = l->tensors();
+  ASSERT_GE(ts.size(), 2u);
+  std::vector<std::string> bufs;
+  for (const auto& t : ts) bufs.emplace_back(t.nbytes + 16, '\x77');
+  const std::vector<std::string> before = bufs;
+  auto all = [&] {
+    std::vector<ReadRequest> r;
+    for (size_t i = 0; i < ts.size(); ++i) r.push_back(ReadRequest{i, bufs[i].data(), ts[i].nbytes});
+    return r;
+  };
+  struct Row {
+    std::string what;
+    std::vector<ReadRequest> reqs;
+  };
+  std::vector<Row> rows;
+  rows.push_back({"is out of range", all()});
+  rows.back().reqs.back().index = ts.size();
+  rows.push_back({"bytes for", all()});
+  rows.back().reqs.back().size += 1;
+  rows.push_back({"overlap", all()});
+  rows.back().reqs.back().dst = static_cast<char*>(rows.back().reqs.front().dst) + 1;
+  for (const Row& r : rows) {
+    Status s = l->ReadMany(r.reqs, {.threads = 2});
+    ASSERT_FALSE(s.ok()) << r.what;
+    EXPECT_NE(s.message().find(r.what), std::string::npos) << s.message();
+    EXPECT_EQ(bufs, before) << r.what;
+  }
+  Status s = l->ReadRange(0, ts[0].nbytes - 1, bufs[0].data(), 2);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("lie outside"), std::string::npos) << s.message();
+  EXPECT_EQ(bufs, before);
+  EXPECT_EQ(l->bytes_read(), 0u);
+}
+
+// A failure on any worker stops the others and is what ReadMany returns.
+TEST(LoaderTest, AReadErrorOnAWorkerIsReturned) {
+  TempDir d;
+  Synth(d / "q", "--model-type qwen3_moe --dtype f32 --layers 2 --experts 4 --hidden 16 --intermediate 8");
+  auto l = Loader::Open(d / "q", {});
+  ASSERT_TRUE(l.ok()) << l.status().message();
+  for (const auto& f : std::filesystem::directory_iterator(d / "q")) {  // shrunk after Open
+    if (f.path().extension() == ".safetensors") std::filesystem::resize_file(f.path(), 64);
+  }
+  const auto& ts = l->tensors();
+  std::vector<std::string> bufs;
+  std::vector<ReadRequest> reqs;
+  bufs.reserve(ts.size());
+  for (size_t i = 0; i < ts.size(); ++i) {
+    bufs.emplace_back(ts[i].nbytes, '\0');
+    reqs.push_back(ReadRequest{i, bufs.back().data(), ts[i].nbytes});
+  }
+  Status s = l->ReadMany(reqs, {.threads = 2, .chunk_bytes = 256});
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("unexpected end of file"), std::string::npos) << s.message();
 }
 
 }  // namespace

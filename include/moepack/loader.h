@@ -7,10 +7,12 @@
 //     auto& t = loader->tensors()[i];           // name, dtype, the rank's shape
 //     loader->ReadInto(i, buffer_of(t.nbytes), t.nbytes);
 //   }
+//   // or all at once, over every core, each tensor cut into chunks:
+//   loader->ReadMany({{i, buffer_of(t.nbytes), t.nbytes}, ...}, {.threads = 8});
 //
 // It runs on the planner: the plan of the conversion (per-expert or fused
 // source, to either layout) says for every output tensor which source bytes
-// make which output bytes (CopyRange, TransposeBlock). The loader works out
+// make which output bytes (CopyRange, Gather). The loader works out
 // the output bytes the rank needs, intersects them with those ranges and
 // preads only the intersection, straight to its place in the caller's buffer.
 // No conversion is written to disk and no full fused tensor is held.
@@ -36,7 +38,8 @@
 //                    block boundaries is an error.
 //
 // Thread safety: after Open, a Loader is immutable except for its read
-// counters (atomic); ReadInto may be called from several threads at once.
+// counters (atomic); ReadInto, ReadRange and ReadMany may be called from
+// several threads at once.
 #pragma once
 
 #include <cstdint>
@@ -91,6 +94,21 @@ struct LoadTensor {
   std::vector<std::pair<uint64_t, uint64_t>> dim1, dim2;
 };
 
+// One destination of Loader::ReadMany.
+struct ReadRequest {
+  size_t index = 0;     // into Loader::tensors()
+  void* dst = nullptr;  // `size` bytes, row-major
+  uint64_t size = 0;    // == tensors()[index].nbytes
+};
+
+struct ReadOptions {
+  int threads = 0;  // 0: one per core
+  // What a tensor is cut into: large enough that a pread costs far more
+  // than handing it to a thread, small enough that a 100 MB tensor keeps
+  // every core busy.
+  uint64_t chunk_bytes = 8ull << 20;
+};
+
 class Loader {
  public:
   // `path` is a model directory, an index file or one .safetensors file.
@@ -112,8 +130,26 @@ class Loader {
 
   // Reads tensor i's part into `dst`, which holds exactly `size` ==
   // tensors()[i].nbytes bytes, row-major.
+  // On the calling thread.
   Status ReadInto(size_t i, void* dst, uint64_t size) const;
   Result<OwnedTensor> Read(size_t i) const;
+  // Bytes [offset, offset + size) of tensor i's part into `dst` (`size`
+  // bytes): a window of what ReadInto would write. Windows from Chunks read
+  // each source byte once; other windows may read a gather twice.
+  Status ReadRange(size_t i, uint64_t offset, void* dst, uint64_t size) const;
+  // Every request over options.threads threads, each tensor cut by
+  // Chunks(i, options.chunk_bytes) so that one large tensor keeps every
+  // thread busy. All requests are checked first (index, size, destinations
+  // that overlap): a refused call writes no byte. On a read error the
+  // buffers hold partial data.
+  Status ReadMany(const std::vector<ReadRequest>& requests, const ReadOptions& options = {}) const;
+  // Tensor i's part cut into consecutive byte ranges [begin, end) of at most
+  // `max_bytes` (cut at multiples of it), which ReadRange reads without
+  // reading any source byte twice: a gather (a block transposed from a
+  // fused-transposed source, gate and up interleaved) is never cut, so a
+  // range holding one may be longer (at most one gather, i.e. one expert's
+  // matrix).
+  std::vector<std::pair<uint64_t, uint64_t>> Chunks(size_t i, uint64_t max_bytes) const;
 
   // Bytes read from disk (gaps merged by max_gap included) and reads made
   // so far, over all ReadInto calls.

@@ -85,11 +85,6 @@ def storage_shape(name, shape):
     return shape[:-1] + (shape[-1] * bits // 8,)
 
 
-def empty(name, shape):
-    """An uninitialised numpy array to read a tensor into."""
-    return np.empty(storage_shape(name, shape), dtype=numpy_dtype(name))
-
-
 def to_torch(array, name, torch):
     """Wraps a numpy storage array as a torch tensor of the dtype (no copy)."""
     want = torch_dtype(name, torch)
@@ -98,6 +93,15 @@ def to_torch(array, name, torch):
     if t.dtype != want:
         t = t.view(want)
     return t
+
+
+def flat_bytes(tensor, torch=None):
+    """A flat uint8 view of a contiguous torch tensor's or numpy array's
+    memory (a torch tensor for torch, on its device)."""
+    if is_torch_tensor(tensor):
+        flat = tensor.detach().reshape(-1)  # a view: the tensor is contiguous
+        return flat if flat.dtype == torch.uint8 else flat.view(torch.uint8)
+    return tensor.reshape(-1).view(np.uint8)
 
 
 def from_bytes(data, name, shape):

@@ -4,6 +4,8 @@ time, each process reading only its own expert- and tensor-parallel slice."""
 import os
 
 from . import _dtypes, _moepack
+from ._pool import BufferPool
+from ._ring import HostRing
 from ._streaming import StreamingConverter, check_converter
 from .errors import InvalidArgumentError
 
@@ -22,6 +24,44 @@ def _group_rank(group, rank, size, what):
         raise InvalidArgumentError(f"{what}_rank={rank}, {what}_size={size} contradict {what}_group "
                                    f"(rank {g_rank} of {g_size})")
     return g_rank, g_size
+
+
+def _check_ints(**values):
+    for what, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise InvalidArgumentError(f"{what} must be an int, got {type(v).__name__}")
+
+
+def threads_arg(threads):
+    """The thread count the C++ loader takes: None -> 0 (one per core)."""
+    if threads is None:
+        return 0
+    _check_ints(threads=threads)
+    if threads < 0:
+        raise InvalidArgumentError(f"threads must not be negative, got {threads}")
+    return threads
+
+
+def open_loader(path, layout, model_type, rules, source_layout, parallel, groups, raw, max_gap):
+    """The C++ loader for load's and load_into's options, and the (ep_rank,
+    ep_size, tp_rank, tp_size) it cuts for, after the groups are asked."""
+    ep_rank, ep_size, tp_rank, tp_size = parallel
+    ep_rank, ep_size = _group_rank(groups[0], ep_rank, ep_size, "ep")
+    tp_rank, tp_size = _group_rank(groups[1], tp_rank, tp_size, "tp")
+    _check_ints(ep_rank=ep_rank, ep_size=ep_size, tp_rank=tp_rank, tp_size=tp_size, max_gap=max_gap)
+    if max_gap < 0:
+        raise InvalidArgumentError(f"max_gap must not be negative, got {max_gap}")
+    l = _moepack.Loader(os.fspath(path), layout, model_type or "", "" if rules is None else os.fspath(rules),
+                        source_layout, ep_rank, ep_size, tp_rank, tp_size, raw, max_gap)
+    return l, (ep_rank, ep_size, tp_rank, tp_size)
+
+
+def device_of(torch, device):
+    if device is None:
+        return None
+    if torch is None:
+        raise InvalidArgumentError("device= needs torch")
+    return torch.device(device)
 
 
 def _backend(backend):
@@ -48,14 +88,13 @@ class LoadStream:
     find were raised by ``load`` already.
     """
 
-    def __init__(self, path, layout, model_type, rules, source_layout, parallel, converter, backend, max_gap=0):
-        self._torch = _backend(backend)
+    def __init__(self, l, parallel, converter, torch, threads, device, ring):
+        self._l = l
+        self._torch = torch
         self._converter = converter
-        raw = converter is not None
-        ep_rank, ep_size, tp_rank, tp_size = parallel
-        self._l = _moepack.Loader(os.fspath(path), layout, model_type or "",
-                                  "" if rules is None else os.fspath(rules), source_layout, ep_rank, ep_size, tp_rank,
-                                  tp_size, raw, max_gap)
+        self._threads = threads
+        self._device = device
+        self._ring = ring
         self.ep_rank, self.ep_size, self.tp_rank, self.tp_size = parallel
 
     # --- what will be read ---
@@ -94,16 +133,24 @@ class LoadStream:
         return self._l.read_calls
 
     # --- reading ---
-    def _read(self, i):
-        name, dtype, shape, _, _, _ = self._l.info(i)
-        arr = _dtypes.empty(dtype, shape)
-        self._l.read_into(i, arr.reshape(-1).view("uint8"))
+    def _read(self, i, pool):
+        name, dtype, shape, _, nbytes, _ = self._l.info(i)
+        if self._device is not None:
+            torch = self._torch
+            t = torch.empty(_dtypes.storage_shape(dtype, shape), dtype=_dtypes.torch_dtype(dtype, torch),
+                            device=self._device)
+            self._ring.fill(self._l, [(i, _dtypes.flat_bytes(t, torch))], torch, self._threads or os.cpu_count())
+            return name, dtype, t
+        buf = pool.take(nbytes)
+        self._l.read_many([(i, buf)], self._threads)
+        arr = _dtypes.from_bytes(buf, dtype, shape)
         return name, dtype, (_dtypes.to_torch(arr, dtype, self._torch) if self._torch is not None else arr)
 
     def __iter__(self):
+        pool = BufferPool()
         if self._converter is None:
             for i in range(len(self._l)):
-                name, _, t = self._read(i)
+                name, _, t = self._read(i, pool)
                 yield name, t
             return
         conv = self._converter
@@ -111,7 +158,7 @@ class LoadStream:
         rename = getattr(conv, "rename", None)
         rename = rename if callable(rename) else None
         for i in range(len(self._l)):
-            name, dtype, t = self._read(i)
+            name, dtype, t = self._read(i, pool)
             if conv.can_handle(name):
                 out = conv.convert(name, t, dtype=dtype) if ours else conv.convert(name, t)
                 yield from _pairs(out, "convert")
@@ -137,7 +184,8 @@ def _pairs(out, method):
 
 
 def load(path, layout="fused", model_type=None, ep_rank=0, ep_size=1, tp_rank=0, tp_size=1, ep_group=None,
-         tp_group=None, converter=None, *, rules=None, source_layout=None, backend=None, max_gap=0):
+         tp_group=None, converter=None, *, rules=None, source_layout=None, backend=None, max_gap=0, threads=None,
+         device=None, ring=None):
     """The state dict of the checkpoint at ``path`` converted to ``layout``
     ("fused": transformers v5 ``experts.gate_up_proj [E, 2I, H]`` /
     ``experts.down_proj [E, H, I]``; "per-expert": the Hub's names), as a
@@ -173,16 +221,28 @@ def load(path, layout="fused", model_type=None, ep_rank=0, ep_size=1, tp_rank=0,
     file are merged into one read, gap included (fewer, larger reads; a
     tensor-parallel down_proj slice is otherwise one short read per row).
     0, the default, reads exactly the rank's bytes.
+
+    ``threads``: a tensor larger than 8 MiB is read in chunks over this many
+    threads (default: one per core), the GIL released.
+
+    Host buffers are reused: a tensor's memory is used again for a later
+    tensor once nothing (no tensor, view or array made from it) refers to
+    it, so a ``param.copy_(t)`` loop touches fresh memory only for the
+    first few tensors (a tensor the caller keeps is never overwritten).
+
+    ``device``: yield tensors allocated on this torch device, read through
+    ``ring`` (a :class:`HostRing`, default 4 pinned slots of 16 MiB): host
+    memory stays at the ring's size however large a tensor is.
     """
     if converter is not None:
         check_converter(converter)
-    ep_rank, ep_size = _group_rank(ep_group, ep_rank, ep_size, "ep")
-    tp_rank, tp_size = _group_rank(tp_group, tp_rank, tp_size, "tp")
-    for what, v in (("ep_rank", ep_rank), ("ep_size", ep_size), ("tp_rank", tp_rank), ("tp_size", tp_size),
-                    ("max_gap", max_gap)):
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise InvalidArgumentError(f"{what} must be an int, got {type(v).__name__}")
-    if max_gap < 0:
-        raise InvalidArgumentError(f"max_gap must not be negative, got {max_gap}")
-    return LoadStream(path, layout, model_type, rules, source_layout, (ep_rank, ep_size, tp_rank, tp_size), converter,
-                      backend, max_gap)
+    torch = _backend(backend)
+    device = device_of(torch, device)
+    if device is not None and converter is not None:
+        raise InvalidArgumentError("device= with a converter: the converter works on host tensors")
+    if ring is not None and device is None:
+        raise InvalidArgumentError("ring= stages tensors for device=; pass device too")
+    threads = threads_arg(threads)
+    l, parallel = open_loader(path, layout, model_type, rules, source_layout, (ep_rank, ep_size, tp_rank, tp_size),
+                              (ep_group, tp_group), converter is not None, max_gap)
+    return LoadStream(l, parallel, converter, torch, threads, device, ring or (HostRing() if device else None))

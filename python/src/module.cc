@@ -119,6 +119,10 @@ py::tuple TensorTuple(const OwnedTensor& t) {
   return py::make_tuple(t.name, std::string(DTypeName(t.dtype)), t.shape, BytesArray(t));
 }
 
+void CheckThreads(int threads) {
+  if (threads < 0 || threads > 64) throw StatusError{BadArgument("threads: " + std::to_string(threads) + " is not in [0, 64]")};
+}
+
 // --- one-call commands --------------------------------------------------
 
 std::string PyInspect(const std::string& path) {
@@ -137,7 +141,7 @@ std::string PyConvert(const std::string& src, const std::string& dst, const std:
   o.rules_file = rules;
   o.max_shard_size = max_shard_size;
   o.source_layout = ParseLayoutArg(source_layout);
-  if (threads < 0 || threads > 64) throw StatusError{BadArgument("threads: " + std::to_string(threads) + " is not in [0, 64]")};
+  CheckThreads(threads);
   o.threads = threads;
   o.force = force;
   o.sync = sync;
@@ -154,7 +158,7 @@ std::string PyVerify(const std::string& src, const std::string& dst, const std::
   o.model_type = model_type;
   o.rules_file = rules;
   o.source_layout = ParseLayoutArg(source_layout);
-  if (threads < 0 || threads > 64) throw StatusError{BadArgument("threads: " + std::to_string(threads) + " is not in [0, 64]")};
+  CheckThreads(threads);
   o.threads = threads;
   o.forward = forward;
   py::gil_scoped_release nogil;
@@ -197,6 +201,32 @@ class PyLoader {
     Bytes b = View(dst, /*writable=*/true);
     py::gil_scoped_release nogil;
     Check(loader_->ReadInto(i, b.data, b.size));
+  }
+
+  // [(index, buffer)] over `threads` threads, the GIL released throughout.
+  void ReadMany(const std::vector<std::pair<size_t, py::buffer>>& items, int threads) const {
+    CheckThreads(threads);
+    std::vector<Bytes> views;
+    views.reserve(items.size());  // the buffer_info of each stays put while the GIL is released
+    std::vector<ReadRequest> reqs;
+    reqs.reserve(items.size());
+    for (const auto& [i, b] : items) {
+      views.push_back(View(b, /*writable=*/true));
+      reqs.push_back(ReadRequest{i, views.back().data, views.back().size});
+    }
+    py::gil_scoped_release nogil;
+    Check(loader_->ReadMany(reqs, {.threads = threads}));
+  }
+
+  void ReadRange(size_t i, uint64_t offset, const py::buffer& dst) const {
+    Bytes b = View(dst, /*writable=*/true);
+    py::gil_scoped_release nogil;
+    Check(loader_->ReadRange(i, offset, b.data, b.size));
+  }
+
+  std::vector<std::pair<uint64_t, uint64_t>> Chunks(size_t i, uint64_t max_bytes) const {
+    if (i >= size()) throw py::index_error("tensor index out of range");
+    return loader_->Chunks(i, max_bytes);
   }
 
   const Loader& loader() const { return *loader_; }
@@ -291,6 +321,10 @@ PYBIND11_MODULE(_moepack, m) {
       .def("info", &PyLoader::Info, py::arg("index"),
            "(name, dtype, shape, full_shape, nbytes, split) of tensor `index`")
       .def("read_into", &PyLoader::ReadInto, py::arg("index"), py::arg("buffer"))
+      .def("read_many", &PyLoader::ReadMany, py::arg("items"), py::arg("threads"),
+           "reads [(index, buffer)] in parallel; refuses (before any read) wrong sizes and overlapping buffers")
+      .def("read_range", &PyLoader::ReadRange, py::arg("index"), py::arg("offset"), py::arg("buffer"))
+      .def("chunks", &PyLoader::Chunks, py::arg("index"), py::arg("max_bytes"))
       .def_property_readonly("bytes_read", [](const PyLoader& l) { return l.loader().bytes_read(); })
       .def_property_readonly("read_calls", [](const PyLoader& l) { return l.loader().read_calls(); })
       .def_property_readonly("total_bytes", [](const PyLoader& l) { return l.loader().total_bytes(); })

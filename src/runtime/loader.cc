@@ -5,13 +5,18 @@
 // overlap, and each overlap is one pread into the rank's buffer (adjacent
 // ones coalesced). Transpose blocks (fused-transposed sources) are read as
 // the sub-matrix the rank needs: for each needed source row, the needed
-// column intervals.
+// column intervals. A window of the rank's bytes (ReadRange, the chunks of
+// ReadMany) clips the runs to it; a gather (a transposed block, gate and up
+// interleaved) is read whole into the window that holds its output, or
+// through a scratch buffer when a window cuts it.
 #include "moepack/loader.h"
 
 #include <algorithm>
 #include <atomic>
+#include <cstddef>
 #include <cstring>
 #include <limits>
+#include <mutex>
 #include <numeric>
 #include <optional>
 #include <unordered_map>
@@ -22,6 +27,7 @@
 #include "plan/ops/rank_slice.h"
 #include "plan/ops/transpose_kernel.h"
 #include "util/file.h"
+#include "util/parallel_for.h"
 #include "util/strings.h"
 
 namespace moepack {
@@ -125,9 +131,18 @@ struct Loader::State {
   mutable std::atomic<uint64_t> read_calls{0};
 
   std::vector<Run> Runs(size_t i) const;
-  Status ReadGather(size_t i, const Gather& g, uint8_t* dst, const std::vector<Run>& runs, Reader& reader) const;
-  Status ReadTransposed(size_t i, const BlockMove& b, uint8_t* dst, const std::vector<Run>& runs,
+  // The rank bytes [lo, hi) that gather g of tensor i makes.
+  std::pair<uint64_t, uint64_t> Extent(const Gather& g, const std::vector<Run>& runs) const;
+  std::vector<std::pair<uint64_t, uint64_t>> ChunksOf(size_t i, const std::vector<Run>& runs, uint64_t max) const;
+  // Rank bytes [w0, w1) of tensor i into dst (which holds rank byte w0).
+  Status ReadWindow(size_t i, const std::vector<Run>& runs, uint64_t w0, uint64_t w1, uint8_t* dst,
+                    Reader& reader) const;
+  // Write the rank bytes of g (of b) to dst, which holds rank byte `base`.
+  Status ReadGather(size_t i, const Gather& g, uint8_t* dst, uint64_t base, const std::vector<Run>& runs,
+                    Reader& reader) const;
+  Status ReadTransposed(size_t i, const BlockMove& b, uint8_t* dst, uint64_t base, const std::vector<Run>& runs,
                         Reader& reader) const;
+  Reader MakeReader() const { return Reader(files, max_gap, bytes_read, read_calls); }
 };
 
 std::vector<Run> Loader::State::Runs(size_t i) const {
@@ -165,16 +180,17 @@ std::vector<Run> Loader::State::Runs(size_t i) const {
 
 // A gather of other blocks (interleaved gate and up) is computed whole and
 // the rank's bytes kept; a transposed matrix is read as the rank needs it.
-Status Loader::State::ReadGather(size_t i, const Gather& g, uint8_t* dst, const std::vector<Run>& runs,
-                                 Reader& reader) const {
-  if (g.blocks.size() == 1 && g.blocks[0].IsTranspose()) return ReadTransposed(i, g.blocks[0], dst, runs, reader);
+Status Loader::State::ReadGather(size_t i, const Gather& g, uint8_t* dst, uint64_t base,
+                                 const std::vector<Run>& runs, Reader& reader) const {
+  if (g.blocks.size() == 1 && g.blocks[0].IsTranspose()) return ReadTransposed(i, g.blocks[0], dst, base, runs, reader);
+  auto at = [&](uint64_t rank_offset) { return dst + (rank_offset - base); };
   const LoadTensor& t = tensors[i];
   const uint64_t lo = g.dst_offset, hi = g.dst_offset + g.length;
   bool any = t.split == Split::kWhole;
   for (const Run& r : runs) any = any || (r.full < hi && r.full + r.len > lo);
   if (!any) return Status::OK();
   std::vector<uint8_t> in, region(t.split == Split::kWhole ? 0 : g.length);
-  uint8_t* out = t.split == Split::kWhole ? dst + g.dst_offset : region.data();
+  uint8_t* out = t.split == Split::kWhole ? at(g.dst_offset) : region.data();
   for (const BlockMove& b : g.blocks) {
     in.resize(b.src_span());
     MOEPACK_RETURN_IF_ERROR(reader.Add(b.src_file, b.src_offset, in.data(), in.size()));
@@ -186,7 +202,7 @@ Status Loader::State::ReadGather(size_t i, const Gather& g, uint8_t* dst, const 
   if (t.split == Split::kWhole) return Status::OK();
   for (const Run& r : runs) {
     const uint64_t s = std::max(lo, r.full), e = std::min(hi, r.full + r.len);
-    if (s < e) std::memcpy(dst + r.rank + (s - r.full), region.data() + (s - lo), e - s);
+    if (s < e) std::memcpy(at(r.rank + (s - r.full)), region.data() + (s - lo), e - s);
   }
   return Status::OK();
 }
@@ -195,8 +211,9 @@ Status Loader::State::ReadGather(size_t i, const Gather& g, uint8_t* dst, const 
 // cols] matrix at dst_offset of the full tensor. When that region is whole
 // rows of the [E*A, B] view (rows == B), the rank's part of it is a
 // sub-matrix: the needed output rows (source columns) x dim-2 (source rows).
-Status Loader::State::ReadTransposed(size_t i, const BlockMove& b, uint8_t* dst, const std::vector<Run>& runs,
-                                     Reader& reader) const {
+Status Loader::State::ReadTransposed(size_t i, const BlockMove& b, uint8_t* dst, uint64_t base,
+                                     const std::vector<Run>& runs, Reader& reader) const {
+  auto at = [&](uint64_t rank_offset) { return dst + (rank_offset - base); };
   const LoadTensor& t = tensors[i];
   const uint64_t eb = b.elem_bytes;
   const uint64_t block_bytes = b.rows * b.cols * eb;
@@ -204,7 +221,7 @@ Status Loader::State::ReadTransposed(size_t i, const BlockMove& b, uint8_t* dst,
   if (t.split == Split::kWhole) {
     MOEPACK_RETURN_IF_ERROR(reader.Add(b.src_file, b.src_offset, in.data(), block_bytes));
     MOEPACK_RETURN_IF_ERROR(reader.Flush());
-    internal::Transpose(in.data(), dst + b.dst_offset, b.rows, b.cols, static_cast<uint32_t>(eb));
+    internal::Transpose(in.data(), at(b.dst_offset), b.rows, b.cols, static_cast<uint32_t>(eb));
     return Status::OK();
   }
   const uint64_t A = views[i].A, B = views[i].B;
@@ -247,7 +264,7 @@ Status Loader::State::ReadTransposed(size_t i, const BlockMove& b, uint8_t* dst,
     }
     MOEPACK_RETURN_IF_ERROR(reader.Flush());
     internal::Transpose(in.data(), out.data(), nR, nC, static_cast<uint32_t>(eb));
-    for (uint64_t k = 0; k < nC; ++k) std::memcpy(dst + need[k].second * nR * eb, out.data() + k * nR * eb, nR * eb);
+    for (uint64_t k = 0; k < nC; ++k) std::memcpy(at(need[k].second * nR * eb), out.data() + k * nR * eb, nR * eb);
     return Status::OK();
   }
   // Any other shape of block: read it whole and keep the rank's bytes.
@@ -260,7 +277,93 @@ Status Loader::State::ReadTransposed(size_t i, const BlockMove& b, uint8_t* dst,
   internal::Transpose(in.data(), out.data(), b.rows, b.cols, static_cast<uint32_t>(eb));
   for (const Run& r : runs) {
     const uint64_t s = std::max(lo, r.full), e = std::min(hi, r.full + r.len);
-    if (s < e) std::memcpy(dst + r.rank + (s - r.full), out.data() + (s - lo), e - s);
+    if (s < e) std::memcpy(at(r.rank + (s - r.full)), out.data() + (s - lo), e - s);
+  }
+  return Status::OK();
+}
+
+std::pair<uint64_t, uint64_t> Loader::State::Extent(const Gather& g, const std::vector<Run>& runs) const {
+  const uint64_t lo = g.dst_offset, hi = g.dst_offset + g.length;
+  auto it = std::upper_bound(runs.begin(), runs.end(), lo, [](uint64_t v, const Run& r) { return v < r.full + r.len; });
+  std::pair<uint64_t, uint64_t> ext{0, 0};
+  bool any = false;
+  for (; it != runs.end() && it->full < hi; ++it) {
+    const uint64_t s = std::max(lo, it->full), e = std::min(hi, it->full + it->len);
+    if (!any) ext.first = it->rank + (s - it->full);
+    ext.second = it->rank + (e - it->full);
+    any = true;
+  }
+  return ext;
+}
+
+std::vector<std::pair<uint64_t, uint64_t>> Loader::State::ChunksOf(size_t i, const std::vector<Run>& runs,
+                                                                   uint64_t max) const {
+  const uint64_t n = tensors[i].nbytes;
+  max = std::max<uint64_t>(1, max);
+  std::vector<std::pair<uint64_t, uint64_t>> blocks;  // rank extents of the gathers, never cut
+  for (const Gather& g : plan.tensors[plan_index[i]].gathers) {
+    auto e = Extent(g, runs);
+    if (e.first < e.second) blocks.push_back(e);
+  }
+  std::sort(blocks.begin(), blocks.end());
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  size_t k = 0;
+  for (uint64_t cur = 0; cur < n;) {
+    uint64_t end = std::min(n, (cur / max + 1) * max);
+    while (k < blocks.size() && blocks[k].second <= cur) ++k;
+    if (k < blocks.size() && blocks[k].first < end && blocks[k].second > end) {
+      end = blocks[k].first > cur ? blocks[k].first : blocks[k].second;
+    }
+    out.emplace_back(cur, end);
+    cur = end;
+  }
+  return out;
+}
+
+Status Loader::State::ReadWindow(size_t i, const std::vector<Run>& runs, uint64_t w0, uint64_t w1, uint8_t* dst,
+                                 Reader& reader) const {
+  const PlannedTensor& pt = plan.tensors[plan_index[i]];
+  std::vector<Run> win;  // the runs inside the window, rank offsets relative to it
+  auto it = std::upper_bound(runs.begin(), runs.end(), w0, [](uint64_t v, const Run& r) { return v < r.rank + r.len; });
+  for (; it != runs.end() && it->rank < w1; ++it) {
+    const uint64_t s = std::max(w0, it->rank), e = std::min(w1, it->rank + it->len);
+    win.push_back(Run{it->full + (s - it->rank), e - s, s - w0});
+  }
+  std::vector<const CopyRange*> copies;
+  copies.reserve(pt.copies.size());
+  for (const CopyRange& c : pt.copies) copies.push_back(&c);
+  std::sort(copies.begin(), copies.end(), [](const CopyRange* a, const CopyRange* b) { return a->dst_offset < b->dst_offset; });
+  size_t r = 0, c = 0;
+  while (r < win.size() && c < copies.size()) {
+    const Run& run = win[r];
+    const CopyRange& cr = *copies[c];
+    const uint64_t lo = std::max(run.full, cr.dst_offset);
+    const uint64_t hi = std::min(run.full + run.len, cr.dst_offset + cr.length);
+    if (lo < hi) {
+      MOEPACK_RETURN_IF_ERROR(
+          reader.Add(cr.src_file, cr.src_offset + (lo - cr.dst_offset), dst + run.rank + (lo - run.full), hi - lo));
+    }
+    if (run.full + run.len <= cr.dst_offset + cr.length) {
+      ++r;
+    } else {
+      ++c;
+    }
+  }
+  MOEPACK_RETURN_IF_ERROR(reader.Flush());
+  for (const Gather& g : pt.gathers) {
+    const auto [lo, hi] = Extent(g, runs);
+    if (lo >= hi || hi <= w0 || lo >= w1) continue;
+    // Gathers store whole elements: straight into dst only where it is
+    // aligned for them (a window may start anywhere).
+    const bool aligned = reinterpret_cast<uintptr_t>(dst + (std::max(lo, w0) - w0)) % alignof(std::max_align_t) == 0;
+    if (lo >= w0 && hi <= w1 && aligned) {
+      MOEPACK_RETURN_IF_ERROR(ReadGather(i, g, dst, w0, runs, reader));
+      continue;
+    }
+    std::vector<uint8_t> part(hi - lo);  // the window cuts the gather, or dst is misaligned
+    MOEPACK_RETURN_IF_ERROR(ReadGather(i, g, part.data(), lo, runs, reader));
+    const uint64_t s = std::max(lo, w0), e = std::min(hi, w1);
+    std::memcpy(dst + (s - w0), part.data() + (s - lo), e - s);
   }
   return Status::OK();
 }
@@ -465,34 +568,93 @@ Status Loader::ReadInto(size_t i, void* dst, uint64_t size) const {
     return Status::InvalidArgument("'" + t.name + "': buffer of " + std::to_string(size) + " bytes for " +
                                    std::to_string(t.nbytes) + " bytes");
   }
-  const PlannedTensor& pt = s_->plan.tensors[s_->plan_index[i]];
-  auto* out = static_cast<uint8_t*>(dst);
-  const std::vector<Run> runs = s_->Runs(i);
-  Reader reader(s_->files, s_->max_gap, s_->bytes_read, s_->read_calls);
+  Reader reader = s_->MakeReader();
+  return s_->ReadWindow(i, s_->Runs(i), 0, t.nbytes, static_cast<uint8_t*>(dst), reader);
+}
 
-  std::vector<const CopyRange*> copies;
-  copies.reserve(pt.copies.size());
-  for (const CopyRange& c : pt.copies) copies.push_back(&c);
-  std::sort(copies.begin(), copies.end(), [](const CopyRange* a, const CopyRange* b) { return a->dst_offset < b->dst_offset; });
-  size_t r = 0, c = 0;
-  while (r < runs.size() && c < copies.size()) {
-    const Run& run = runs[r];
-    const CopyRange& cr = *copies[c];
-    const uint64_t lo = std::max(run.full, cr.dst_offset);
-    const uint64_t hi = std::min(run.full + run.len, cr.dst_offset + cr.length);
-    if (lo < hi) {
-      MOEPACK_RETURN_IF_ERROR(
-          reader.Add(cr.src_file, cr.src_offset + (lo - cr.dst_offset), out + run.rank + (lo - run.full), hi - lo));
+Status Loader::ReadRange(size_t i, uint64_t offset, void* dst, uint64_t size) const {
+  if (i >= s_->tensors.size()) {
+    return Status::InvalidArgument("tensor index " + std::to_string(i) + " is out of range (" +
+                                   std::to_string(s_->tensors.size()) + " tensors)");
+  }
+  const LoadTensor& t = s_->tensors[i];
+  if (offset > t.nbytes || size > t.nbytes - offset) {
+    return Status::InvalidArgument("'" + t.name + "': bytes [" + std::to_string(offset) + ", +" + std::to_string(size) +
+                                   ") lie outside its " + std::to_string(t.nbytes) + " bytes");
+  }
+  if (size == 0) return Status::OK();
+  Reader reader = s_->MakeReader();
+  return s_->ReadWindow(i, s_->Runs(i), offset, offset + size, static_cast<uint8_t*>(dst), reader);
+}
+
+std::vector<std::pair<uint64_t, uint64_t>> Loader::Chunks(size_t i, uint64_t max_bytes) const {
+  if (i >= s_->tensors.size()) return {};
+  return s_->ChunksOf(i, s_->Runs(i), max_bytes);
+}
+
+Status Loader::ReadMany(const std::vector<ReadRequest>& requests, const ReadOptions& options) const {
+  const auto& ts = s_->tensors;
+  std::vector<size_t> by_address;
+  for (size_t r = 0; r < requests.size(); ++r) {
+    const ReadRequest& q = requests[r];
+    if (q.index >= ts.size()) {
+      return Status::InvalidArgument("tensor index " + std::to_string(q.index) + " is out of range (" +
+                                     std::to_string(ts.size()) + " tensors)");
     }
-    if (run.full + run.len <= cr.dst_offset + cr.length) {
-      ++r;
-    } else {
-      ++c;
+    if (q.size != ts[q.index].nbytes) {
+      return Status::InvalidArgument("'" + ts[q.index].name + "': buffer of " + std::to_string(q.size) +
+                                     " bytes for " + std::to_string(ts[q.index].nbytes) + " bytes");
+    }
+    if (q.size) by_address.push_back(r);
+  }
+  // Threads write the buffers at once: two that share a byte would race.
+  auto addr = [&](size_t r) { return reinterpret_cast<uintptr_t>(requests[r].dst); };
+  std::sort(by_address.begin(), by_address.end(), [&](size_t a, size_t b) { return addr(a) < addr(b); });
+  for (size_t k = 1; k < by_address.size(); ++k) {
+    const size_t a = by_address[k - 1], b = by_address[k];
+    if (addr(a) + requests[a].size > addr(b)) {
+      return Status::InvalidArgument("the buffers for '" + ts[requests[a].index].name + "' and '" +
+                                     ts[requests[b].index].name + "' overlap");
     }
   }
-  MOEPACK_RETURN_IF_ERROR(reader.Flush());
-  for (const Gather& g : pt.gathers) MOEPACK_RETURN_IF_ERROR(s_->ReadGather(i, g, out, runs, reader));
-  return Status::OK();
+  // A tensor's runs are made when its first chunk is reached and dropped
+  // after its last: for a tensor-parallel slice they are one per row.
+  struct Lazy {
+    std::once_flag once;
+    std::vector<Run> runs;
+    std::atomic<size_t> left{0};
+  };
+  std::vector<Lazy> lazy(requests.size());
+  auto runs_of = [&](size_t r) -> const std::vector<Run>& {
+    std::call_once(lazy[r].once, [&] { lazy[r].runs = s_->Runs(requests[r].index); });
+    return lazy[r].runs;
+  };
+  struct Item {
+    size_t request;
+    uint64_t begin, end;
+  };
+  std::vector<Item> items;
+  for (size_t r = 0; r < requests.size(); ++r) {
+    const size_t i = requests[r].index;
+    if (!requests[r].size) continue;
+    const auto chunks = s_->plan.tensors[s_->plan_index[i]].gathers.empty()
+                            ? s_->ChunksOf(i, {}, options.chunk_bytes)
+                            : s_->ChunksOf(i, runs_of(r), options.chunk_bytes);
+    lazy[r].left = chunks.size();
+    for (const auto& [b, e] : chunks) items.push_back(Item{r, b, e});
+  }
+  const int nt = internal::ThreadCount(options.threads);
+  std::vector<Reader> readers;
+  readers.reserve(static_cast<size_t>(nt));
+  for (int w = 0; w < nt; ++w) readers.push_back(s_->MakeReader());
+  return internal::ParallelFor(items.size(), nt, [&](size_t k, int worker) {
+    const Item& it = items[k];
+    const ReadRequest& q = requests[it.request];
+    Status st = s_->ReadWindow(q.index, runs_of(it.request), it.begin, it.end,
+                               static_cast<uint8_t*>(q.dst) + it.begin, readers[static_cast<size_t>(worker)]);
+    if (--lazy[it.request].left == 0) std::vector<Run>().swap(lazy[it.request].runs);
+    return st;
+  });
 }
 
 Result<OwnedTensor> Loader::Read(size_t i) const {
