@@ -42,7 +42,7 @@ results="$work/results.txt"
 : > "$results"
 measure() {  # measure LABEL OUTPUT_DIR cmd...
   local label="$1" out="$2"; shift 2
-  if ! /usr/bin/time -f '%e %M' -o "$work/time.txt" "$@" >"$work/cmd.log" 2>&1; then
+  if ! /usr/bin/time -f '%e %M %U %S' -o "$work/time.txt" "$@" >"$work/cmd.log" 2>&1; then
     echo "dequant.sh: $label failed:" >&2; cat "$work/cmd.log" >&2; exit 1
   fi
   echo "$label $(tail -1 "$work/time.txt")" >> "$results"
@@ -54,6 +54,11 @@ median() {
     awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 peak_mib() { awk -v l="$1" '$1 == l && $3 > m { m = $3 } END { printf "%.0f", m / 1024 }' "$results"; }
+# CPU seconds (user + system) of the run whose wall time is the median.
+median_cpu() {
+  local t; t=$(median "$1")
+  awk -v l="$1" -v t="$t" '$1 == l { d = $2 - t; if (d < 0) d = -d; if (!seen || d < best) { best = d; c = $4 + $5; seen = 1 } } END { printf "%.1f", c }' "$results"
+}
 all_runs() { awk -v l="$1" '$1 == l { printf "%s ", $2 }' "$results"; }
 bytes_of() { du -sb --apparent-size "$1" | cut -f1; }
 
@@ -85,14 +90,17 @@ done
 echo
 
 cp_t=$(median cp) cps_t=$(median cpsync) torch_t=$( [[ $torch == 1 ]] && median torch || echo nan)
+torch_c=$( [[ $torch == 1 ]] && median_cpu torch || echo nan)
 row() {  # row NAME LABEL
   local t; t=$(median "$2")
   awk -v n="$1" -v t="$t" -v cp="$cp_t" -v cs="$cps_t" -v tr="$torch_t" -v b="$out" -v rss="$(peak_mib "$2")" -v all="$(all_runs "$2")" \
+      -v c="$(median_cpu "$2")" -v tc="$torch_c" \
     'BEGIN { vt = (tr == "nan") ? "-" : sprintf("%.1fx", tr / t);
-             printf "  %-38s %7.2f s %6.2f GB/s %7.2fx %9.2fx %9s %7s MiB   runs: %s\n", n, t, b / t / 1e9, t / cp, t / cs, vt, rss, all }'
+             vc = (tc == "nan" || c == 0) ? "-" : sprintf("%.1fx", tc / c);
+             printf "  %-38s %7.2f s %6.2f GB/s %7.2fx %9.2fx %9s %7s MiB %7.1f s %9s   runs: %s\n", n, t, b / t / 1e9, t / cp, t / cs, vt, rss, c, vc, all }'
 }
 echo "== results, median of $runs (GB/s of BF16 output)"
-printf "  %-38s %9s %11s %8s %10s %9s %11s\n" "" "median" "throughput" "vs cp -r" "vs cp&sync" "vs torch" "peak RSS"
+printf "  %-38s %9s %11s %8s %10s %9s %11s %9s %9s\n" "" "median" "throughput" "vs cp -r" "vs cp&sync" "vs torch" "peak RSS" "CPU" "CPU/torch"
 row "cp -r BF16 (output-sized)" cp
 row "cp -r BF16 && sync" cpsync
 row "moepack convert --dtype bf16" moepack
@@ -100,3 +108,4 @@ row "  the same, --no-sync" moepackns
 [[ $torch == 1 ]] && row "torch on the CPU (torch_convert.py)" torch
 echo
 echo "goals (issue 13): moepack within 1.3x of the copy, >= 20x faster than torch, peak RSS flat in model size"
+echo "(CPU: user + system seconds of the median run; CPU/torch: torch's CPU seconds over the row's, the work each spends on the same dequantization)"

@@ -227,20 +227,21 @@ class Cutter {
 };
 
 // The bytes a piece's geometry gives from `tensor`, the tensor it is cut
-// from (as stored at p.begin in its file, or given, decoded, in memory).
+// from (as stored at p.begin in its file, or given, decoded, in memory, its
+// bytes from `base` on).
 Status ReadGeometry(const std::vector<File>& files, const Piece& p, const char* tensor, std::vector<char>& out,
-                    std::vector<char>& in) {
+                    std::vector<char>& in, uint64_t base = 0) {
   const File& f = files[p.file];
   out.resize(p.geometry.bytes());
   for (const ops::Run& r : p.geometry.runs) {
     if (tensor) {
-      std::memcpy(out.data() + r.dst, tensor + r.src, r.length);
+      std::memcpy(out.data() + r.dst, tensor + (r.src - base), r.length);
     } else {
       MOEPACK_RETURN_IF_ERROR(f.ReadAt(p.begin + r.src, out.data() + r.dst, r.length));
     }
   }
   for (const ops::Block& b : p.geometry.blocks) {
-    const char* from = tensor + b.src;
+    const char* from = tensor ? tensor + (b.src - base) : nullptr;
     if (!tensor) {
       in.resize(b.src_span());
       MOEPACK_RETURN_IF_ERROR(f.ReadAt(p.begin + b.src, in.data(), in.size()));
@@ -296,7 +297,7 @@ Status ReadPiece(const std::vector<File>& files, const std::vector<Piece>& all, 
                                   reinterpret_cast<const uint8_t*>(scales.data()), R, G, p.dtype,
                                   reinterpret_cast<uint8_t*>(decoded.data()) + (e - e0) * slab);
       }
-      return ReadGeometry(files, p, decoded.data() - e0 * slab, out, in);
+      return ReadGeometry(files, p, decoded.data(), out, in, e0 * slab);
     }
     case C::kQuantCodes:
     case C::kQuantScales: {
