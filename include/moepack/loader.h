@@ -68,6 +68,10 @@ struct LoadOptions {
   // config.json needed): what a user's own streaming converter consumes.
   // REQUIRES: !parallel.parallel()
   bool raw = false;
+  // kToBF16/kToF16/kToF32 dequantize FP8 block-scaled and MXFP4 weights as
+  // they are read (as `moepack convert --dtype` does); a rank computes only
+  // its own slice, from its own bytes and scales. kToFP8 is refused.
+  DTypeChange dtype = DTypeChange::kKeep;
   // Reads of the rank's bytes that lie at most this many bytes apart in a
   // file are merged into one read, gap included: more bytes, fewer preads
   // (a tensor-parallel down_proj slice is one short run per row). 0 reads

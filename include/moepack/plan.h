@@ -99,7 +99,10 @@ struct PlanOptions {
 // expert and projection of a fused tensor, one for a plain weight); plan
 // ranges refer to its bytes as they read after the computation.
 struct ComputedSource {
-  enum class Kind { kDequantFP8, kDequantMXFP4, kQuantFP8, kQuantFP8Scales };
+  // kDequantMXFP4 reads as v5 holds it ([E, cols, rows], each expert
+  // transposed); kDequantMXFP4Rows as stored, [E, rows, cols] (what a
+  // reader that transposes only the part it needs reads from).
+  enum class Kind { kDequantFP8, kDequantMXFP4, kDequantMXFP4Rows, kQuantFP8, kQuantFP8Scales };
   Kind kind = Kind::kDequantFP8;
   std::string name;  // the stored tensor, for messages
   DType dtype = DType::BF16;

@@ -4,6 +4,7 @@ time, each process reading only its own expert- and tensor-parallel slice."""
 import os
 
 from . import _dtypes, _moepack
+from ._api import dtype_name
 from ._pool import BufferPool
 from ._ring import HostRing
 from ._streaming import StreamingConverter, check_converter
@@ -42,7 +43,7 @@ def threads_arg(threads):
     return threads
 
 
-def open_loader(path, layout, model_type, rules, source_layout, parallel, groups, raw, max_gap):
+def open_loader(path, layout, model_type, rules, source_layout, parallel, groups, raw, max_gap, dtype=None):
     """The C++ loader for load's and load_into's options, and the (ep_rank,
     ep_size, tp_rank, tp_size) it cuts for, after the groups are asked."""
     ep_rank, ep_size, tp_rank, tp_size = parallel
@@ -52,7 +53,7 @@ def open_loader(path, layout, model_type, rules, source_layout, parallel, groups
     if max_gap < 0:
         raise InvalidArgumentError(f"max_gap must not be negative, got {max_gap}")
     l = _moepack.Loader(os.fspath(path), layout, model_type or "", "" if rules is None else os.fspath(rules),
-                        source_layout, ep_rank, ep_size, tp_rank, tp_size, raw, max_gap)
+                        source_layout, ep_rank, ep_size, tp_rank, tp_size, raw, max_gap, dtype_name(dtype))
     return l, (ep_rank, ep_size, tp_rank, tp_size)
 
 
@@ -185,7 +186,7 @@ def _pairs(out, method):
 
 def load(path, layout="fused", model_type=None, ep_rank=0, ep_size=1, tp_rank=0, tp_size=1, ep_group=None,
          tp_group=None, converter=None, *, rules=None, source_layout=None, backend=None, max_gap=0, threads=None,
-         device=None, ring=None):
+         device=None, ring=None, dtype=None):
     """The state dict of the checkpoint at ``path`` converted to ``layout``
     ("fused": transformers v5 ``experts.gate_up_proj [E, 2I, H]`` /
     ``experts.down_proj [E, H, I]``; "per-expert": the Hub's names), as a
@@ -233,9 +234,17 @@ def load(path, layout="fused", model_type=None, ep_rank=0, ep_size=1, tp_rank=0,
     ``device``: yield tensors allocated on this torch device, read through
     ``ring`` (a :class:`HostRing`, default 4 pinned slots of 16 MiB): host
     memory stays at the ring's size however large a tensor is.
+
+    ``dtype``: "bf16", "f16" or "f32" (or ``torch.bfloat16``, ...)
+    dequantizes FP8 block-scaled and MXFP4 weights as they are read, as
+    ``convert --dtype`` does (the scales are consumed); with parallel
+    slicing a rank computes only its slice, from its own bytes and scales.
     """
     if converter is not None:
         check_converter(converter)
+        if dtype is not None:
+            raise InvalidArgumentError("dtype= with a converter: give the converter the dtype "
+                                       "(StreamingConverter(..., dtype=...))")
     torch = _backend(backend)
     device = device_of(torch, device)
     if device is not None and converter is not None:
@@ -244,5 +253,5 @@ def load(path, layout="fused", model_type=None, ep_rank=0, ep_size=1, tp_rank=0,
         raise InvalidArgumentError("ring= stages tensors for device=; pass device too")
     threads = threads_arg(threads)
     l, parallel = open_loader(path, layout, model_type, rules, source_layout, (ep_rank, ep_size, tp_rank, tp_size),
-                              (ep_group, tp_group), converter is not None, max_gap)
+                              (ep_group, tp_group), converter is not None, max_gap, dtype)
     return LoadStream(l, parallel, converter, torch, threads, device, ring or (HostRing() if device else None))

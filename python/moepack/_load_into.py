@@ -84,7 +84,7 @@ def _span(t):
 
 def load_into(target, path, layout="fused", model_type=None, ep_rank=0, ep_size=1, tp_rank=0, tp_size=1,
               ep_group=None, tp_group=None, *, rules=None, source_layout=None, strict=True, threads=None,
-              device=None, ring=None, max_gap=0):
+              device=None, ring=None, max_gap=0, dtype=None):
     """Reads the checkpoint at ``path``, converted to ``layout`` and cut for
     the rank as ``moepack.load`` does (same options), straight into the
     tensors of ``target``: a ``torch.nn.Module`` (its ``state_dict``:
@@ -111,7 +111,7 @@ def load_into(target, path, layout="fused", model_type=None, ep_rank=0, ep_size=
     threads = threads_arg(threads)
     tensors = _targets(target)
     l, _ = open_loader(path, layout, model_type, rules, source_layout, (ep_rank, ep_size, tp_rank, tp_size),
-                       (ep_group, tp_group), False, max_gap)
+                       (ep_group, tp_group), False, max_gap, dtype)
     index = {}
     for i in range(len(l)):
         name, dtype, shape, _, _, _ = l.info(i)

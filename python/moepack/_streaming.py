@@ -77,13 +77,19 @@ class StreamingConverter:
     to per-expert, every expert of a fused tensor at once. Outputs are torch
     tensors for torch inputs and numpy storage arrays for numpy inputs.
 
+    ``dtype`` ("bf16", "f16", "f32" or the torch dtype) dequantizes FP8
+    block-scaled and MXFP4 weights: each is held until its scales arrive
+    (or the scales until the weight does) and comes out as one tensor of
+    that dtype; the scales are consumed.
+
     Not thread-safe: one converter per loading thread.
     """
 
-    def __init__(self, model_type=None, config=None, rules=None, to="fused", source_layout=None):
+    def __init__(self, model_type=None, config=None, rules=None, to="fused", source_layout=None, dtype=None):
+        from ._api import dtype_name
         text, what = _config_text(config)
         self._c = _moepack.StreamingConverter(model_type or "", "" if rules is None else os.fspath(rules), text, what,
-                                              to, source_layout)
+                                              to, source_layout, dtype_name(dtype))
 
     @property
     def family(self):

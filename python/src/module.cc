@@ -175,7 +175,7 @@ class PyLoader {
  public:
   PyLoader(const std::string& path, const std::string& to, const std::string& model_type, const std::string& rules,
            const std::optional<std::string>& source_layout, int ep_rank, int ep_size, int tp_rank, int tp_size,
-           bool raw, uint64_t max_gap) {
+           bool raw, uint64_t max_gap, const std::string& dtype) {
     LoadOptions o;
     o.direction = ParseTo(to, "layout");
     o.model_type = model_type;
@@ -184,6 +184,7 @@ class PyLoader {
     o.parallel = {ep_rank, ep_size, tp_rank, tp_size};
     o.raw = raw;
     o.max_gap = max_gap;
+    o.dtype = ParseDTypeArg(dtype);
     py::gil_scoped_release nogil;
     loader_ = std::make_unique<Loader>(Unwrap(Loader::Open(path, o)));
   }
@@ -241,12 +242,13 @@ class PyStreamingConverter {
  public:
   PyStreamingConverter(const std::string& model_type, const std::string& rules_file, const std::string& config_text,
                        const std::string& config_what, const std::string& to,
-                       const std::optional<std::string>& source_layout) {
+                       const std::optional<std::string>& source_layout, const std::string& dtype) {
     ModelConfig config = Unwrap(ModelConfig::Parse(config_text, config_what));
     RuleSet rules = Unwrap(ChooseRules(&config, config_what, model_type, rules_file));
     family_ = rules.family();
     conv_ = std::make_unique<StreamingConverter>(
-        Unwrap(StreamingConverter::Create(std::move(rules), std::move(config), ParseTo(to), ParseLayoutArg(source_layout))));
+        Unwrap(StreamingConverter::Create(std::move(rules), std::move(config), ParseTo(to),
+                                                                ParseLayoutArg(source_layout), ParseDTypeArg(dtype))));
   }
 
   bool CanHandle(const std::string& name) const { return conv_->CanHandle(name); }
@@ -313,10 +315,10 @@ PYBIND11_MODULE(_moepack, m) {
 
   py::class_<PyLoader>(m, "Loader")
       .def(py::init<const std::string&, const std::string&, const std::string&, const std::string&,
-                    const std::optional<std::string>&, int, int, int, int, bool, uint64_t>(),
+                    const std::optional<std::string>&, int, int, int, int, bool, uint64_t, const std::string&>(),
            py::arg("path"), py::arg("to"), py::arg("model_type"), py::arg("rules"), py::arg("source_layout"),
            py::arg("ep_rank"), py::arg("ep_size"), py::arg("tp_rank"), py::arg("tp_size"), py::arg("raw"),
-           py::arg("max_gap"))
+           py::arg("max_gap"), py::arg("dtype") = "")
       .def("__len__", &PyLoader::size)
       .def("info", &PyLoader::Info, py::arg("index"),
            "(name, dtype, shape, full_shape, nbytes, split) of tensor `index`")
@@ -334,9 +336,9 @@ PYBIND11_MODULE(_moepack, m) {
 
   py::class_<PyStreamingConverter>(m, "StreamingConverter")
       .def(py::init<const std::string&, const std::string&, const std::string&, const std::string&, const std::string&,
-                    const std::optional<std::string>&>(),
+                    const std::optional<std::string>&, const std::string&>(),
            py::arg("model_type"), py::arg("rules"), py::arg("config_text"), py::arg("config_what"), py::arg("to"),
-           py::arg("source_layout"))
+           py::arg("source_layout"), py::arg("dtype") = "")
       .def("can_handle", &PyStreamingConverter::CanHandle, py::arg("name"))
       .def("rename", &PyStreamingConverter::Rename, py::arg("name"))
       .def("convert", &PyStreamingConverter::Convert, py::arg("name"), py::arg("dtype"), py::arg("shape"),

@@ -24,7 +24,7 @@
 #include <unordered_map>
 
 #include "exec/atomic_dir.h"
-#include "plan/ops/dtype_op.h"
+#include "plan/plan_sources.h"
 #include "plan/ops/pieces.h"
 #include "plan/ops/transpose_kernel.h"
 #include "util/file.h"
@@ -123,30 +123,22 @@ Status TransposeBands(const File& src, const BlockMove& t, const File& dst, uint
   return Status::OK();
 }
 
-// The plan's sources: stored files, then the tensors computed from them
-// (dequantized, quantized).
-class Sources {
- public:
-  Sources(const Plan& plan, std::vector<File> files) : plan_(plan), files_(std::move(files)) {}
-  bool stored(uint32_t i) const { return i < files_.size(); }
-  const File& file(uint32_t i) const { return files_[i]; }
-  Status Read(uint32_t i, uint64_t offset, uint64_t len, void* dst) const {
-    if (stored(i)) return files_[i].ReadAt(offset, dst, len);
-    return ops::ReadComputed(plan_.computed[i - files_.size()], offset, len, dst,
-                             [this](uint32_t f, uint64_t o, uint64_t n, void* d) { return files_[f].ReadAt(o, d, n); });
-  }
+using Sources = internal::PlanSources;
 
- private:
-  const Plan& plan_;
-  std::vector<File> files_;
-};
-
-// A copy range of a computed source: computed in memory, then written.
+// A copy range of a computed source: computed in memory, then written, a
+// few MiB at a time (a job is up to kJobBytes; the buffer need not be).
+constexpr uint64_t kComputeBytes = 8ull << 20;
 Status ComputeBytes(const Sources& srcs, uint32_t src, uint64_t src_off, const File& dst, uint64_t dst_off,
                     uint64_t len, std::vector<char>& buf) {
-  buf.resize(len);
-  MOEPACK_RETURN_IF_ERROR(srcs.Read(src, src_off, len, buf.data()));
-  return dst.WriteAt(dst_off, buf.data(), len);
+  const uint64_t elem = static_cast<uint64_t>(DTypeBits(srcs.computed(src).dtype) / 8);
+  const uint64_t step = std::max<uint64_t>(elem, kComputeBytes / elem * elem);
+  buf.resize(std::min(len, step));
+  for (uint64_t done = 0; done < len; done += step) {
+    const uint64_t n = std::min(step, len - done);
+    MOEPACK_RETURN_IF_ERROR(srcs.Read(src, src_off + done, n, buf.data()));
+    MOEPACK_RETURN_IF_ERROR(dst.WriteAt(dst_off + done, buf.data(), n));
+  }
+  return Status::OK();
 }
 
 // A gather: every block read whole and moved into the region, which is then

@@ -23,9 +23,11 @@
 
 #include "moepack/checkpoint.h"
 #include "moepack/convert.h"
+#include "plan/ops/dtype_op.h"
 #include "plan/ops/pieces.h"
 #include "plan/ops/rank_slice.h"
 #include "plan/ops/transpose_kernel.h"
+#include "plan/plan_sources.h"
 #include "util/file.h"
 #include "util/parallel_for.h"
 #include "util/strings.h"
@@ -42,13 +44,16 @@ using ops::Total;
 // in memory extends it; one that starts at most `max_gap` bytes after the
 // previous one ends joins it in a span read through a bounce buffer and
 // scattered (the gap bytes are read too and counted). With max_gap 0 only
-// the rank's bytes are read, in as few preads as their layout allows.
+// the rank's bytes are read, in as few preads as their layout allows. A
+// computed source (a dequantized weight) is computed from the stored bytes
+// its span needs, which are what is counted.
 class Reader {
  public:
   static constexpr uint64_t kMaxSpan = 16ull << 20;  // bounce buffer bound
 
-  Reader(const std::vector<File>& files, uint64_t max_gap, std::atomic<uint64_t>& bytes, std::atomic<uint64_t>& calls)
-      : files_(files), max_gap_(max_gap), bytes_(bytes), calls_(calls) {}
+  Reader(const internal::PlanSources& sources, uint64_t max_gap, std::atomic<uint64_t>& bytes,
+         std::atomic<uint64_t>& calls)
+      : sources_(sources), max_gap_(max_gap), bytes_(bytes), calls_(calls) {}
 
   Status Add(uint32_t file, uint64_t offset, uint8_t* dst, uint64_t len) {
     if (len == 0) return Status::OK();
@@ -79,16 +84,18 @@ class Reader {
     if (segs_.empty()) return Status::OK();
     const uint64_t start = segs_.front().offset;
     const uint64_t span = segs_.back().offset + segs_.back().len - start;
-    if (segs_.size() == 1) {
-      MOEPACK_RETURN_IF_ERROR(files_[file_].ReadAt(start, segs_[0].dst, span));
-    } else {
+    uint8_t* into = segs_[0].dst;
+    if (segs_.size() > 1) {
       bounce_.resize(span);
-      MOEPACK_RETURN_IF_ERROR(files_[file_].ReadAt(start, bounce_.data(), span));
+      into = bounce_.data();
+    }
+    MOEPACK_RETURN_IF_ERROR(sources_.Read(file_, start, span, into, [this](uint32_t f, uint64_t o, uint64_t n, void* d) {
+      return ReadStored(f, o, n, d);
+    }));
+    if (segs_.size() > 1) {
       for (const Seg& s : segs_) std::memcpy(s.dst, bounce_.data() + (s.offset - start), s.len);
     }
     segs_.clear();
-    bytes_.fetch_add(span, std::memory_order_relaxed);
-    calls_.fetch_add(1, std::memory_order_relaxed);
     return Status::OK();
   }
 
@@ -98,13 +105,36 @@ class Reader {
     uint8_t* dst;
     uint64_t len;
   };
-  const std::vector<File>& files_;
+
+  // One pread, counted. The last short read is kept: a row of block scales
+  // serves the many row segments of a tensor-parallel slice that it scales.
+  Status ReadStored(uint32_t f, uint64_t o, uint64_t n, void* d) {
+    constexpr uint64_t kMemo = 4096;
+    if (n <= kMemo && memo_.size() == n && memo_file_ == f && memo_offset_ == o) {
+      std::memcpy(d, memo_.data(), n);
+      return Status::OK();
+    }
+    MOEPACK_RETURN_IF_ERROR(sources_.file(f).ReadAt(o, d, n));
+    bytes_.fetch_add(n, std::memory_order_relaxed);
+    calls_.fetch_add(1, std::memory_order_relaxed);
+    if (n <= kMemo && !sources_.stored(file_)) {
+      memo_.assign(static_cast<const uint8_t*>(d), static_cast<const uint8_t*>(d) + n);
+      memo_file_ = f;
+      memo_offset_ = o;
+    }
+    return Status::OK();
+  }
+
+  const internal::PlanSources& sources_;
   const uint64_t max_gap_;
   std::atomic<uint64_t>& bytes_;
   std::atomic<uint64_t>& calls_;
   uint32_t file_ = 0;
   std::vector<Seg> segs_;
   std::vector<uint8_t> bounce_;
+  std::vector<uint8_t> memo_;
+  uint32_t memo_file_ = 0;
+  uint64_t memo_offset_ = 0;
 };
 
 // Bytes [full, full + len) of the full tensor land at [rank, rank + len) of
@@ -117,7 +147,7 @@ struct Run {
 
 struct Loader::State {
   Plan plan;
-  std::vector<File> files;
+  std::optional<internal::PlanSources> sources;  // over `plan`, which stays put
   std::vector<LoadTensor> tensors;
   std::vector<uint32_t> plan_index;  // tensors[i] is plan.tensors[plan_index[i]]
   struct View {
@@ -142,7 +172,7 @@ struct Loader::State {
                     Reader& reader) const;
   Status ReadTransposed(size_t i, const BlockMove& b, uint8_t* dst, uint64_t base, const std::vector<Run>& runs,
                         Reader& reader) const;
-  Reader MakeReader() const { return Reader(files, max_gap, bytes_read, read_calls); }
+  Reader MakeReader() const { return Reader(*sources, max_gap, bytes_read, read_calls); }
 };
 
 std::vector<Run> Loader::State::Runs(size_t i) const {
@@ -451,10 +481,13 @@ class Loader::Opener {
     s_ = std::make_unique<State>();
     s_->max_gap = options_.max_gap;
     MOEPACK_RETURN_IF_ERROR(MakePlan());
+    DecodeOnlyWhatIsRead();
+    std::vector<File> files;
     for (const std::string& p : s_->plan.src_files) {
       MOEPACK_ASSIGN_OR_RETURN(File f, File::OpenRead(p));
-      s_->files.push_back(std::move(f));
+      files.push_back(std::move(f));
     }
+    s_->sources.emplace(s_->plan, std::move(files));
     ReadingOrder();
     MOEPACK_RETURN_IF_ERROR(Slice());
     return std::move(s_);
@@ -467,26 +500,62 @@ class Loader::Opener {
       return Status::OK();
     }
     MOEPACK_ASSIGN_OR_RETURN(RuleSet r, ChooseRules(ckpt_, options_.model_type, options_.rules_file));
+    if (options_.dtype == DTypeChange::kToFP8) {
+      return Status::InvalidArgument(
+          "dtype fp8 quantizes a checkpoint for export (moepack convert --dtype fp8); loading dequantizes to bf16, "
+          "f16 or f32");
+    }
     PlanOptions po;
     po.direction = options_.direction;
     po.max_shard_size = std::numeric_limits<uint64_t>::max();
     po.source_layout = options_.source_layout;
+    po.dtype = options_.dtype;
     MOEPACK_ASSIGN_OR_RETURN(s_->plan, moepack::MakePlan(ckpt_, r, po));
     s_->family = r.family();
     rules_ = std::move(r);
     return Status::OK();
   }
 
-  // By where each tensor's bytes start in the source.
+  // An MXFP4 weight reads as v5 holds it, each expert transposed: as
+  // transposes of its decoded rows instead, so that a rank that needs a few
+  // of the output's columns (tensor parallel) decodes only those rows.
+  void DecodeOnlyWhatIsRead() {
+    Plan& plan = s_->plan;
+    const auto files = static_cast<uint32_t>(plan.src_files.size());
+    std::unordered_map<uint32_t, uint32_t> decoded;  // computed source -> its rows form
+    for (PlannedTensor& t : plan.tensors) {
+      std::vector<CopyRange> kept;
+      for (const CopyRange& c : t.copies) {
+        std::optional<std::vector<BlockMove>> moves;
+        if (c.src_file >= files) {
+          auto [it, fresh] = decoded.try_emplace(c.src_file, files + static_cast<uint32_t>(plan.computed.size()));
+          moves = ops::AsDecodedTransposes(plan.computed[c.src_file - files], it->second, c);
+          if (fresh && moves) plan.computed.push_back(ops::DecodedRows(plan.computed[c.src_file - files]));
+          if (fresh && !moves) decoded.erase(it);
+        }
+        if (!moves) {
+          kept.push_back(c);
+          continue;
+        }
+        for (const BlockMove& b : *moves) t.gathers.push_back(Gather{b.dst_offset, b.dst_span(), {b}});
+      }
+      t.copies = std::move(kept);
+      std::sort(t.gathers.begin(), t.gathers.end(),
+                [](const Gather& a, const Gather& b) { return a.dst_offset < b.dst_offset; });
+    }
+  }
+
+  // By where each tensor's stored bytes start in the source.
   void ReadingOrder() {
     const auto& pts = s_->plan.tensors;
+    const internal::PlanSources& src = *s_->sources;
     std::vector<std::pair<uint32_t, uint64_t>> first(pts.size());
     for (size_t k = 0; k < pts.size(); ++k) {
       auto& f = first[k];
       f = {std::numeric_limits<uint32_t>::max(), 0};
-      for (const CopyRange& c : pts[k].copies) f = std::min(f, std::make_pair(c.src_file, c.src_offset));
+      for (const CopyRange& c : pts[k].copies) f = std::min(f, src.StoredStart(c.src_file, c.src_offset));
       for (const Gather& g : pts[k].gathers) {
-        for (const BlockMove& b : g.blocks) f = std::min(f, std::make_pair(b.src_file, b.src_offset));
+        for (const BlockMove& b : g.blocks) f = std::min(f, src.StoredStart(b.src_file, b.src_offset));
       }
     }
     s_->plan_index.resize(pts.size());
@@ -549,6 +618,9 @@ Result<Loader> Loader::Open(const std::string& path, const LoadOptions& options)
   if (par.parallel() && options.raw) {
     return Status::InvalidArgument(
         "a converter of your own sees whole tensors: ep_size/tp_size > 1 needs moepack's conversion");
+  }
+  if (options.raw && options.dtype != DTypeChange::kKeep) {
+    return Status::InvalidArgument("a converter of your own sees the tensors as stored: it changes their dtype itself");
   }
   if (par.parallel() && options.direction != Direction::kToFused) {
     return Status::InvalidArgument("ep_size/tp_size > 1 slices fused expert tensors: load to the fused layout");

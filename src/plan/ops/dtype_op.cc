@@ -206,6 +206,37 @@ Result<ComputedSource> DequantMXFP4(const StoredTensor& blocks, const StoredTens
   return c;
 }
 
+ComputedSource DecodedRows(const ComputedSource& c) {
+  ComputedSource r = c;
+  r.kind = ComputedSource::Kind::kDequantMXFP4Rows;
+  r.shape = {c.units, c.rows, c.cols};
+  return r;
+}
+
+std::optional<std::vector<BlockMove>> AsDecodedTransposes(const ComputedSource& c, uint32_t decoded_file,
+                                                          const CopyRange& r) {
+  if (c.kind != ComputedSource::Kind::kDequantMXFP4) return std::nullopt;
+  const uint64_t eo = ElemBytes(c.dtype), slab = c.rows * c.cols * eo;
+  if (r.src_offset % slab || r.length % slab) return std::nullopt;
+  std::vector<BlockMove> out;
+  for (uint64_t k = 0; k < r.length / slab; ++k) {
+    BlockMove b;
+    b.src_file = decoded_file;
+    b.src_offset = r.src_offset + k * slab;
+    b.dst_offset = r.dst_offset + k * slab;
+    b.rows = c.rows;
+    b.cols = c.cols;
+    b.elem_bytes = static_cast<uint32_t>(eo);
+    // Source [rows, cols] row-major into [cols, rows] row-major.
+    b.src_row_stride = c.cols * eo;
+    b.src_col_stride = eo;
+    b.dst_row_stride = eo;
+    b.dst_col_stride = c.rows * eo;
+    out.push_back(b);
+  }
+  return out;
+}
+
 Result<ComputedSource> QuantFP8(const StoredTensor& weight, uint64_t units, uint64_t block_rows, uint64_t block_cols,
                                 bool scales) {
   if (weight.dtype != DType::BF16 && weight.dtype != DType::F16 && weight.dtype != DType::F32) {
@@ -249,10 +280,14 @@ Status ReadDequantFP8(const ComputedSource& c, uint64_t offset, uint64_t len, ui
     const uint64_t n = nrows == 1 ? c1 - c0 : nrows * c.cols;
     w.resize(n);
     MOEPACK_RETURN_IF_ERROR(read(c.data_file, c.data_offset + g * c.cols + c0, n, w.data()));
-    MOEPACK_RETURN_IF_ERROR(read(c.scale_file, c.scale_offset + (u * sr + r / c.block_rows) * sc * 4, sc * 4, srow.data()));
+    // Only the scales of the blocks the segment touches: a rank's slice
+    // reads its own scales.
+    const uint64_t b0 = c0 / c.block_cols, b1 = CeilDiv(c1, c.block_cols);
+    MOEPACK_RETURN_IF_ERROR(read(c.scale_file, c.scale_offset + ((u * sr + r / c.block_rows) * sc + b0) * 4,
+                                 (b1 - b0) * 4, srow.data()));
     const uint64_t seg = nrows == 1 ? c1 - c0 : c.cols;
     for (uint64_t k = 0; k < nrows; ++k) {
-      DequantFp8Row(w.data() + k * c.cols, srow.data(), seg, c.block_cols, ft, dst, c0);
+      DequantFp8Row(w.data() + k * c.cols, srow.data(), seg, c.block_cols, ft, dst, c0 - b0 * c.block_cols);
       dst += seg * eo;
     }
     e += nrows == 1 ? c1 - c0 : nrows * c.cols;
@@ -260,23 +295,46 @@ Status ReadDequantFP8(const ComputedSource& c, uint64_t offset, uint64_t len, ui
   return Status::OK();
 }
 
-// MXFP4 dequantization, an expert at a time: decoded [rows, cols], then
-// transposed to the [cols, rows] that v5 holds.
-Status ReadDequantMXFP4(const ComputedSource& c, uint64_t offset, uint64_t len, uint8_t* dst, const ReadStored& read) {
+// MXFP4 decoded as stored, [units * rows, cols]: each row segment from the
+// groups of 32 it touches (whole rows from one read of their blocks and
+// scales).
+Status ReadMXFP4Rows(const ComputedSource& c, uint64_t offset, uint64_t len, uint8_t* dst, const ReadStored& read) {
   const uint64_t eo = ElemBytes(c.dtype), groups = c.cols / 32;
-  const uint64_t slab = c.rows * c.cols * eo;
-  std::vector<uint8_t> blocks, scales, rows, out;
-  for (uint64_t u = offset / slab; u * slab < offset + len; ++u) {
-    blocks.resize(c.rows * groups * 16);
-    scales.resize(c.rows * groups);
-    MOEPACK_RETURN_IF_ERROR(read(c.data_file, c.data_offset + u * blocks.size(), blocks.size(), blocks.data()));
-    MOEPACK_RETURN_IF_ERROR(read(c.scale_file, c.scale_offset + u * scales.size(), scales.size(), scales.data()));
-    rows.resize(slab);
-    out.resize(slab);
-    for (uint64_t r = 0; r < c.rows; ++r) {
-      DequantMxfp4Row(blocks.data() + r * groups * 16, scales.data() + r * groups, groups, FloatOf(c.dtype),
-                      rows.data() + r * c.cols * eo);
+  std::vector<uint8_t> blocks, scales, decoded;
+  for (uint64_t e = offset / eo, end = (offset + len) / eo; e < end;) {
+    const uint64_t g = e / c.cols, c0 = e % c.cols;
+    uint64_t nrows = 1, c1 = std::min(c.cols, c0 + (end - e));
+    if (c0 == 0 && c1 == c.cols) nrows = (end - e) / c.cols;
+    const uint64_t g0 = nrows > 1 ? 0 : c0 / 32, g1 = nrows > 1 ? groups : CeilDiv(c1, 32);
+    const uint64_t n = nrows > 1 ? nrows * groups : g1 - g0;  // groups to read
+    blocks.resize(n * 16);
+    scales.resize(n);
+    MOEPACK_RETURN_IF_ERROR(read(c.data_file, c.data_offset + (g * groups + g0) * 16, blocks.size(), blocks.data()));
+    MOEPACK_RETURN_IF_ERROR(read(c.scale_file, c.scale_offset + g * groups + g0, scales.size(), scales.data()));
+    if (nrows > 1) {
+      DequantMxfp4Row(blocks.data(), scales.data(), n, FloatOf(c.dtype), dst);
+      dst += nrows * c.cols * eo;
+      e += nrows * c.cols;
+      continue;
     }
+    decoded.resize(n * 32 * eo);
+    DequantMxfp4Row(blocks.data(), scales.data(), n, FloatOf(c.dtype), decoded.data());
+    std::memcpy(dst, decoded.data() + (c0 - g0 * 32) * eo, (c1 - c0) * eo);
+    dst += (c1 - c0) * eo;
+    e += c1 - c0;
+  }
+  return Status::OK();
+}
+
+// MXFP4 as v5 holds it, an expert at a time: decoded [rows, cols], then
+// transposed to [cols, rows].
+Status ReadDequantMXFP4(const ComputedSource& c, uint64_t offset, uint64_t len, uint8_t* dst, const ReadStored& read) {
+  const uint64_t eo = ElemBytes(c.dtype);
+  const uint64_t slab = c.rows * c.cols * eo;
+  const ComputedSource rows_of = DecodedRows(c);
+  std::vector<uint8_t> rows(slab), out(slab);
+  for (uint64_t u = offset / slab; u * slab < offset + len; ++u) {
+    MOEPACK_RETURN_IF_ERROR(ReadMXFP4Rows(rows_of, u * slab, slab, rows.data(), read));
     internal::Transpose(rows.data(), out.data(), c.rows, c.cols, static_cast<uint32_t>(eo));
     const uint64_t lo = std::max(offset, u * slab), hi = std::min(offset + len, (u + 1) * slab);
     std::memcpy(dst + (lo - offset), out.data() + (lo - u * slab), hi - lo);
@@ -327,6 +385,7 @@ Status ReadComputed(const ComputedSource& c, uint64_t offset, uint64_t len, void
   switch (c.kind) {
     case ComputedSource::Kind::kDequantFP8: return ReadDequantFP8(c, offset, len, out, read);
     case ComputedSource::Kind::kDequantMXFP4: return ReadDequantMXFP4(c, offset, len, out, read);
+    case ComputedSource::Kind::kDequantMXFP4Rows: return ReadMXFP4Rows(c, offset, len, out, read);
     case ComputedSource::Kind::kQuantFP8:
     case ComputedSource::Kind::kQuantFP8Scales: return ReadQuantFP8(c, offset, len, out, read);
   }

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -82,6 +83,15 @@ Result<ComputedSource> DequantFP8(const StoredTensor& weight, const StoredTensor
 // `out` [E, G*32, R]: decoded row by row, then each expert transposed, as
 // transformers' MXFP4 dequantization gives the layout GptOss holds.
 Result<ComputedSource> DequantMXFP4(const StoredTensor& blocks, const StoredTensor& scales, DType out);
+
+// The same MXFP4 weight read untransposed, [E, rows, cols]; and the copy
+// range `r` of a kDequantMXFP4 source `c` written as transposes (one per
+// expert) of that one, which is plan file `decoded_file`: a reader that
+// needs a few of the output's columns then decodes only those rows. Null
+// when `c` is not MXFP4 or `r` is not whole experts.
+ComputedSource DecodedRows(const ComputedSource& c);
+std::optional<std::vector<BlockMove>> AsDecodedTransposes(const ComputedSource& c, uint32_t decoded_file,
+                                                          const CopyRange& r);
 
 // A float weight (BF16, F16, F32) [units*rows, cols] read as FP8 codes
 // (`scales` false) or as their F32 block scales [units*ceil(rows/br),
