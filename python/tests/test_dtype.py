@@ -349,3 +349,78 @@ def test_block_size_and_what_it_applies_to(tmp_path, synth):
     assert json.loads((tmp_path / "q" / "config.json").read_text())["quantization_config"]["weight_block_size"] == [32, 64]
     assert "applies to --dtype fp8 only" in cli_error("convert", src, tmp_path / "x", "--block-size", "64")
     assert "is not a block size" in cli_error("convert", src, tmp_path / "x", "--dtype", "fp8", "--block-size", "0")
+
+
+# ---- the runtime paths: load, load_into, StreamingConverter -------------------
+
+
+def loaded(path, **kw):
+    return {name: np.array(a) for name, a in moepack.load(path, backend="numpy", **kw)}
+
+
+def test_load_dequantizes_as_convert_does_and_each_rank_only_its_slice(tmp_path):
+    src, t = fp8_qwen(tmp_path, np.random.default_rng(7))
+    e = "model.layers.0.mlp.experts."
+    per = loaded(src, layout="per-expert", dtype=torch_or_name("bf16"))
+    assert not any(n.endswith("_scale_inv") for n in per)
+    for name, (st, arr) in t.items():
+        if st == "F8_E4M3":
+            same(per[name], reference_fp8(arr, t[name + "_scale_inv"][1]), "BF16")
+    full = loaded(src, dtype="bf16")
+    moepack.convert(src, tmp_path / "bf16", dtype="bf16")
+    assert full.keys() == read_safetensors(tmp_path / "bf16").keys()
+    for name, (_, _, arr) in read_safetensors(tmp_path / "bf16").items():
+        assert full[name].tobytes() == arr.tobytes(), name
+    # I = 136 over 2 ranks: each rank's 68 rows and columns start inside a
+    # 128-block; the rank dequantizes them from its own codes and scales.
+    gu, dn = full[e + "gate_up_proj"].reshape(E, 2 * I, H), full[e + "down_proj"].reshape(E, H, I)
+    for r in range(2):
+        part = loaded(src, tp_rank=r, tp_size=2, dtype="bf16")
+        rows = np.r_[r * 68:(r + 1) * 68, I + r * 68:I + (r + 1) * 68]
+        assert part[e + "gate_up_proj"].reshape(E, 136, H).tobytes() == gu[:, rows, :].tobytes()
+        assert part[e + "down_proj"].reshape(E, H, 68).tobytes() == dn[:, :, r * 68:(r + 1) * 68].tobytes()
+    with pytest.raises(moepack.InvalidArgumentError, match="convert --dtype fp8"):
+        loaded(src, dtype="fp8")
+
+
+def test_load_into_with_dtype_fills_the_targets_as_load_gives(tmp_path):
+    src, _ = fp8_qwen(tmp_path, np.random.default_rng(8))
+    want = loaded(src, dtype="bf16")
+    target = {name: np.zeros_like(a) for name, a in want.items()}
+    result = moepack.load_into(target, src, dtype="bf16", threads=2)
+    assert not result.missing_keys and not result.unexpected_keys and not result.mismatched
+    for name, a in want.items():
+        assert target[name].tobytes() == a.tobytes(), name
+
+
+def test_streaming_converter_dequantizes_pairs_in_any_order(tmp_path):
+    src, t = fp8_qwen(tmp_path, np.random.default_rng(9))
+    want = loaded(src, dtype="bf16")
+    conv = moepack.StreamingConverter(config=src, dtype="bf16")
+    order = list(t.items())
+    np.random.default_rng(3).shuffle(order)  # scales before their weights, experts in any order
+    got = {}
+    for name, (st, arr) in order:
+        if conv.can_handle(name):
+            for n, a in conv.convert(name, arr, dtype=st):
+                got[n] = np.array(a)
+        else:
+            got[conv.rename(name)] = arr
+    conv.finalize()
+    assert got.keys() == want.keys()
+    for name, a in want.items():
+        assert got[name].tobytes() == a.tobytes(), name
+
+
+def test_mxfp4_rank_slices_equal_the_cut_of_the_dequantized_checkpoint(synth, tmp_path):
+    src = synth("--model-type", "gpt_oss", "--dtype", "mxfp4", "--layout", "fused", "--layers", "2", "--experts", "4",
+                "--hidden", "64", "--intermediate", "64")
+    moepack.convert(src, tmp_path / "bf16", dtype="bf16")
+    for ep, tp in ((2, 1), (1, 2), (2, 2)):
+        for er in range(ep):
+            for tr in range(tp):
+                kw = dict(ep_rank=er, ep_size=ep, tp_rank=tr, tp_size=tp)
+                want, got = loaded(tmp_path / "bf16", **kw), loaded(src, dtype="bf16", **kw)
+                assert got.keys() == want.keys()
+                for name in want:
+                    assert got[name].tobytes() == want[name].tobytes(), (name, kw)
