@@ -21,6 +21,7 @@
 namespace moepack {
 namespace {
 
+using moepack::testing::LoadAll;
 using moepack::testing::RunMoepack;
 using moepack::testing::TempDir;
 
@@ -51,17 +52,6 @@ std::map<std::string, std::string> ReadAll(const std::string& dir) {
     std::string bytes(loc->info->nbytes(), '\0');
     in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
     out[n] = bytes;
-  }
-  return out;
-}
-
-std::map<std::string, std::string> LoadAll(const Loader& l) {
-  std::map<std::string, std::string> out;
-  for (size_t i = 0; i < l.tensors().size(); ++i) {
-    std::string bytes(l.tensors()[i].nbytes, '\0');
-    Status s = l.ReadInto(i, bytes.data(), bytes.size());
-    EXPECT_TRUE(s.ok()) << s.message();
-    out[l.tensors()[i].name] = bytes;
   }
   return out;
 }

@@ -5,6 +5,8 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "moepack/loader.h"
+
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -81,6 +83,17 @@ std::string HashTree(const std::string& dir) {
   std::snprintf(buf, sizeof buf, "%016llx%016llx", static_cast<unsigned long long>(h.high64),
                 static_cast<unsigned long long>(h.low64));
   return buf;
+}
+
+std::map<std::string, std::string> LoadAll(const Loader& l) {
+  std::map<std::string, std::string> out;
+  for (size_t i = 0; i < l.tensors().size(); ++i) {
+    std::string bytes(l.tensors()[i].nbytes, '\0');
+    Status s = l.ReadInto(i, bytes.data(), bytes.size());
+    EXPECT_TRUE(s.ok()) << s.message();
+    out[l.tensors()[i].name] = bytes;
+  }
+  return out;
 }
 
 }  // namespace moepack::testing

@@ -1,7 +1,12 @@
 // Helpers shared by the tests: scratch directories and running the CLI.
 #pragma once
 
+#include <map>
 #include <string>
+
+namespace moepack {
+class Loader;
+}
 
 namespace moepack::testing {
 
@@ -32,5 +37,9 @@ std::string ReadFileOrDie(const std::string& path);
 void WriteFileOrDie(const std::string& path, const std::string& content);
 // XXH3-128 of a whole file, as hex, for "unchanged" checks.
 std::string HashTree(const std::string& dir);
+
+// Every tensor the loader plans, by name, each read whole with ReadInto
+// (a failed read is a test failure).
+std::map<std::string, std::string> LoadAll(const Loader& loader);
 
 }  // namespace moepack::testing

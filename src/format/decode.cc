@@ -1,17 +1,12 @@
 #include "format/decode.h"
 
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <string>
 
 namespace moepack::internal {
 namespace {
-
-float FromBits(uint32_t b) {
-  float f;
-  std::memcpy(&f, &b, 4);
-  return f;
-}
 
 float Half(uint16_t h) {
   const uint32_t sign = (h >> 15) & 1, exp = (h >> 10) & 0x1F, man = h & 0x3FF;
@@ -48,7 +43,7 @@ Result<std::vector<float>> DecodeToFloat(DType dtype, const void* data, uint64_t
   switch (dtype) {
     case DType::F32: std::memcpy(out.data(), data, n * 4); break;
     case DType::F64: for (uint64_t i = 0; i < n; ++i) { double d; std::memcpy(&d, b + 8 * i, 8); out[i] = static_cast<float>(d); } break;
-    case DType::BF16: for (uint64_t i = 0; i < n; ++i) { uint16_t h; std::memcpy(&h, b + 2 * i, 2); out[i] = FromBits(static_cast<uint32_t>(h) << 16); } break;
+    case DType::BF16: for (uint64_t i = 0; i < n; ++i) { uint16_t h; std::memcpy(&h, b + 2 * i, 2); out[i] = std::bit_cast<float>(static_cast<uint32_t>(h) << 16); } break;
     case DType::F16: for (uint64_t i = 0; i < n; ++i) { uint16_t h; std::memcpy(&h, b + 2 * i, 2); out[i] = Half(h); } break;
     case DType::F8_E4M3: for (uint64_t i = 0; i < n; ++i) out[i] = Fp8(b[i], 4, 7); break;
     case DType::F8_E5M2: for (uint64_t i = 0; i < n; ++i) out[i] = Fp8(b[i], 5, 15); break;

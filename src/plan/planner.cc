@@ -24,6 +24,12 @@
 namespace moepack {
 namespace {
 
+// A planned tensor before its bytes are placed (copies and gathers).
+PlannedTensor Planned(std::string name, DType dtype, std::vector<uint64_t> shape, uint64_t nbytes, TensorOp op,
+                      std::string rule = {}) {
+  return {std::move(name), dtype, std::move(shape), nbytes, op, std::move(rule), {}, {}};
+}
+
 struct Source {
   uint32_t file = 0;
   const TensorInfo* info = nullptr;
@@ -142,12 +148,7 @@ Status Planner::Emit(PlannedTensor t, const std::string& from) {
 }
 
 Status Planner::AddCopy(const Source& s, std::string out_name) {
-  PlannedTensor t;
-  t.name = std::move(out_name);
-  t.dtype = s.info->dtype;
-  t.shape = s.info->shape;
-  t.nbytes = s.info->nbytes();
-  t.op = TensorOp::kCopy;
+  PlannedTensor t = Planned(std::move(out_name), s.info->dtype, s.info->shape, s.info->nbytes(), TensorOp::kCopy);
   changed_ = changed_ || t.name != s.name;
   if (t.nbytes) t.copies.push_back(CopyRange{s.file, s.abs_begin(), t.nbytes, 0});
   return Emit(std::move(t), "'" + s.name + "'");
@@ -380,13 +381,8 @@ Status Planner::AddFused(const FuseGroup& g) {
           op.CheckSource(slot[k]->info->dtype, slot[k]->info->shape, label + ": " + expert(j, k), first_label));
     }
   }
-  PlannedTensor out;
-  out.name = rules_.TargetName(g.fusion, g.prefix);
-  out.dtype = op.dtype();
-  out.shape = op.fused_shape();
-  out.nbytes = op.fused_bytes();
-  out.op = TensorOp::kFuse;
-  out.rule = f.name;
+  PlannedTensor out = Planned(rules_.TargetName(g.fusion, g.prefix), op.dtype(), op.fused_shape(), op.fused_bytes(),
+                              TensorOp::kFuse, f.name);
   fused_[{g.fusion, g.prefix}] = op.dtype();
   internal::PiecesToPlan pieces;
   for (const auto& [j, slot] : g.experts) {
@@ -407,13 +403,9 @@ Status Planner::AddSplit(const Source& s, const RuleSet::TargetMatch& m) {
   fused_[{m.fusion, m.prefix}] = t.dtype;
   for (uint64_t j = 0; j < op.experts(); ++j) {
     for (uint64_t k = 0; k < op.sources(); ++k) {
-      PlannedTensor out;
-      out.name = rules_.HubSourceName(m.fusion, static_cast<int>(k), m.prefix, static_cast<int64_t>(j));
-      out.dtype = t.dtype;
-      out.shape = op.source_shape();
-      out.nbytes = op.source_bytes();
-      out.op = TensorOp::kSplit;
-      out.rule = f.name;
+      PlannedTensor out =
+          Planned(rules_.HubSourceName(m.fusion, static_cast<int>(k), m.prefix, static_cast<int64_t>(j)), t.dtype,
+                  op.source_shape(), op.source_bytes(), TensorOp::kSplit, f.name);
       internal::PiecesToPlan pieces;
       pieces.Add(s.file, s.abs_begin(), op.SourceInFused(j, k).Inverse());
       pieces.Finish(out);
@@ -431,13 +423,8 @@ Status Planner::AddTranspose(const Source& s, const RuleSet::TransposeMatch& m, 
                                                   opt_.source_layout, ops::TargetOrientation(opt_.direction)));
   if (!op.changes()) return AddCopy(s, std::move(out_name));
   const TransposeRule& r = rules_.transposes()[m.rule];
-  PlannedTensor out;
-  out.name = std::move(out_name);
-  out.dtype = t.dtype;
-  out.shape = op.output_shape();
-  out.nbytes = t.nbytes();
-  out.op = TensorOp::kTranspose;
-  out.rule = r.name;
+  PlannedTensor out =
+      Planned(std::move(out_name), t.dtype, op.output_shape(), t.nbytes(), TensorOp::kTranspose, r.name);
   internal::PiecesToPlan pieces;
   for (uint64_t j = 0; j < op.experts(); ++j) pieces.Add(s.file, s.abs_begin(), op.Expert(j));
   pieces.Finish(out);
@@ -449,13 +436,8 @@ Status Planner::AddChunkSplit(const Source& s, const RuleSet::ChunkMatch& m) {
   auto op = ops::ChunkOp::FromWhole(c, s.info->dtype, s.info->shape);
   if (!op.ok()) return op.status().WithPrefix("'" + s.name + "'");
   for (uint64_t k = 0; k < op->parts(); ++k) {
-    PlannedTensor out;
-    out.name = rules_.ChunkName(m.rule, static_cast<int>(k), m.prefix);
-    out.dtype = s.info->dtype;
-    out.shape = op->part_shape();
-    out.nbytes = op->part_bytes();
-    out.op = TensorOp::kSplit;
-    out.rule = c.name;
+    PlannedTensor out = Planned(rules_.ChunkName(m.rule, static_cast<int>(k), m.prefix), s.info->dtype,
+                                op->part_shape(), op->part_bytes(), TensorOp::kSplit, c.name);
     internal::PiecesToPlan pieces;
     pieces.Add(s.file, s.abs_begin(), op->PartInWhole(k).Inverse());
     pieces.Finish(out);
@@ -480,13 +462,8 @@ Status Planner::AddChunkJoin(const ChunkGroup& g) {
     MOEPACK_RETURN_IF_ERROR(op->CheckPart(part->info->dtype, part->info->shape, "'" + part->name + "'",
                                           "'" + first.name + "'"));
   }
-  PlannedTensor out;
-  out.name = rules_.Rename(rules_.ChunkName(g.rule, -1, g.prefix), Direction::kToPerExpert);
-  out.dtype = first.info->dtype;
-  out.shape = op->whole_shape();
-  out.nbytes = op->whole_bytes();
-  out.op = TensorOp::kFuse;
-  out.rule = c.name;
+  PlannedTensor out = Planned(rules_.Rename(rules_.ChunkName(g.rule, -1, g.prefix), Direction::kToPerExpert),
+                              first.info->dtype, op->whole_shape(), op->whole_bytes(), TensorOp::kFuse, c.name);
   internal::PiecesToPlan pieces;
   for (uint64_t k = 0; k < op->parts(); ++k) pieces.Add(g.parts[k]->file, g.parts[k]->abs_begin(), op->PartInWhole(k));
   pieces.Finish(out);

@@ -1,6 +1,7 @@
 #include "verify/reference_dtype.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -9,36 +10,24 @@
 namespace moepack::internal {
 namespace {
 
-uint32_t Bits(float f) {
-  uint32_t b;
-  std::memcpy(&b, &f, 4);
-  return b;
-}
-
-float FromBits(uint32_t b) {
-  float f;
-  std::memcpy(&f, &b, 4);
-  return f;
-}
-
 // e4m3fn: sign, 4 exponent bits (bias 7), 3 mantissa bits; no infinities;
 // S.1111.111 is NaN (given the quiet pattern torch's cast gives).
 float E4M3(uint8_t code) {
   const bool neg = code & 0x80;
   const int e = (code >> 3) & 0xF, m = code & 7;
-  if (e == 15 && m == 7) return FromBits(0x7FF00000u | (neg ? 0x80000000u : 0));
+  if (e == 15 && m == 7) return std::bit_cast<float>(0x7FF00000u | (neg ? 0x80000000u : 0));
   const float v = e == 0 ? std::ldexp(static_cast<float>(m), -9) : std::ldexp(1.0f + m / 8.0f, e - 7);
   return neg ? -v : v;
 }
 
 uint16_t BF16(float f) {
-  const uint32_t b = Bits(f);
+  const uint32_t b = std::bit_cast<uint32_t>(f);
   if (std::isnan(f)) return static_cast<uint16_t>((b >> 16) | 0x40);
   return static_cast<uint16_t>((static_cast<uint64_t>(b) + 0x7FFF + ((b >> 16) & 1)) >> 16);
 }
 
 uint16_t F16(float f) {
-  const uint32_t b = Bits(f);
+  const uint32_t b = std::bit_cast<uint32_t>(f);
   const uint16_t sign = static_cast<uint16_t>((b >> 16) & 0x8000);
   if (std::isnan(f)) return static_cast<uint16_t>(sign | 0x7E00 | ((b >> 13) & 0x3FF));
   const float a = std::fabs(f);
@@ -73,7 +62,7 @@ float Load(const uint8_t* src, DType in) {
   }
   uint16_t h;
   std::memcpy(&h, src, 2);
-  if (in == DType::BF16) return FromBits(static_cast<uint32_t>(h) << 16);
+  if (in == DType::BF16) return std::bit_cast<float>(static_cast<uint32_t>(h) << 16);
   const int e = (h >> 10) & 0x1F, m = h & 0x3FF;
   const float s = h & 0x8000 ? -1.0f : 1.0f;
   if (e == 31) return m ? std::numeric_limits<float>::quiet_NaN() * s : s * std::numeric_limits<float>::infinity();

@@ -14,6 +14,7 @@
 #include <atomic>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <set>
 #include <thread>
@@ -519,21 +520,19 @@ Result<std::vector<ForwardCheck>> RunForward(const Side& a, const Side& b, const
   return out;
 }
 
-}  // namespace
+// Which conversion DST claims to be: the direction and dtype change whose
+// plan has exactly DST's names, dtypes and shapes.
+struct Claim {
+  Direction direction = Direction::kToFused;
+  SourceLayout dst_layout = SourceLayout::kUnspecified;
+  DTypeChange change = DTypeChange::kKeep;
+};
 
-Result<VerifyReport> Verify(const std::string& src_path, const std::string& dst_path, const VerifyOptions& options) {
-  MOEPACK_ASSIGN_OR_RETURN(Checkpoint src, Checkpoint::Open(src_path));
-  MOEPACK_ASSIGN_OR_RETURN(Checkpoint dst, Checkpoint::Open(dst_path));
-  MOEPACK_ASSIGN_OR_RETURN(RuleSet chosen, ChooseRules(src, options.model_type, options.rules_file));
-  // Bound to SRC's config.json, which DST carries over unchanged.
-  RuleSet rules = std::move(chosen);
-  if (src.config()) {
-    MOEPACK_ASSIGN_OR_RETURN(rules, rules.Bind(*src.config()));
-  }
-  VerifyReport report;
-
-  // Which conversion DST claims to be: the direction (and dtype change)
-  // whose names, dtypes and shapes it carries.
+// The claim, or nullopt with `problem` set to DST's difference from the
+// conversion it resembles most; a Status error when SRC plans in no
+// direction at all.
+Result<std::optional<Claim>> IdentifyConversion(const Checkpoint& src, const Checkpoint& dst, const RuleSet& rules,
+                                                SourceLayout source_layout, std::string* problem) {
   auto holds = [](const Checkpoint& c, auto pred) {
     for (const auto& n : c.names()) {
       if (pred(*c.Find(n)->info)) return true;
@@ -549,16 +548,13 @@ Result<VerifyReport> Verify(const std::string& src_path, const std::string& dst_
     changes.push_back(DTypeChange::kToFP8);
   }
   const ModelConfig* dst_config = dst.config() ? &*dst.config() : nullptr;
-  std::string problem;
   size_t problem_shared = 0;  // names DST shares with that direction's plan
-  SourceLayout dst_layout = SourceLayout::kUnspecified;
-  DTypeChange change = DTypeChange::kKeep;
   Status plan_error;
   for (DTypeChange c : changes) {
     for (Direction d : {Direction::kToFused, Direction::kToPerExpert}) {
       PlanOptions po;
       po.direction = d;
-      po.source_layout = options.source_layout;
+      po.source_layout = source_layout;
       po.dtype = c;
       if (c == DTypeChange::kToFP8) std::tie(po.block_rows, po.block_cols) = ops::FP8Block(rules, dst_config, "");
       // SRC may convert in one direction only (e.g. an incomplete expert group
@@ -572,38 +568,26 @@ Result<VerifyReport> Verify(const std::string& src_path, const std::string& dst_
       const Plan& plan = *planned;
       std::string diff = CompareNames(plan, dst);
       if (diff.empty()) {
-        report.to = d == Direction::kToFused ? "fused" : "per-expert";
-        dst_layout = d == Direction::kToFused ? SourceLayout::kV5 : SourceLayout::kHub;
-        change = c;
-        problem.clear();
-        break;
+        problem->clear();
+        return std::optional<Claim>(Claim{d, d == Direction::kToFused ? SourceLayout::kV5 : SourceLayout::kHub, c});
       }
       // Report the difference from the direction DST resembles most: a
       // per-expert DST lacking one expert is not "lacking gate_up_proj".
       size_t shared = 0;
       for (const auto& t : plan.tensors) shared += dst.Find(t.name) != nullptr;
-      if (problem.empty() || shared > problem_shared) {
-        problem = diff;
+      if (problem->empty() || shared > problem_shared) {
+        *problem = diff;
         problem_shared = shared;
       }
     }
-    if (!report.to.empty()) break;
   }
-  if (report.to.empty()) {
-    if (problem.empty()) return plan_error;  // SRC converts in neither direction
-    report.problem = problem;
-    return report;
-  }
-  report.tensors = dst.names().size();
-  report.dtype = std::string(DTypeChangeName(change));
+  if (problem->empty()) return plan_error;
+  return std::optional<Claim>();
+}
 
-  Cutter cs(src, rules, options.source_layout, change, dst_config), cd(dst, rules, dst_layout);
-  MOEPACK_ASSIGN_OR_RETURN(Side a, cs.Cut());
-  MOEPACK_ASSIGN_OR_RETURN(Side b, cd.Cut());
-  const int threads = options.threads > 0 ? options.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  MOEPACK_RETURN_IF_ERROR(HashAll(a, threads, report.bytes_hashed));
-  MOEPACK_RETURN_IF_ERROR(HashAll(b, threads, report.bytes_hashed));
-
+// The first difference between SRC's pieces (less those a dtype change
+// consumed) and DST's, "" when they are the same set; counts DST's pieces.
+std::string ComparePieces(const Side& a, const Side& b, uint64_t* pieces) {
   std::map<std::string, const Piece*> want;
   for (const Piece& p : a.pieces) {
     if (!p.consumed) want[p.key] = &p;
@@ -614,29 +598,50 @@ Result<VerifyReport> Verify(const std::string& src_path, const std::string& dst_
   std::set<std::string> seen;
   for (const Piece* p : got) {
     auto it = want.find(p->key);
-    if (it == want.end()) {
-      report.problem = p->where + " in DST has no counterpart in SRC";
-      return report;
-    }
+    if (it == want.end()) return p->where + " in DST has no counterpart in SRC";
     const Piece& s = *it->second;
     if (s.dtype != p->dtype || s.shape != p->shape) {
-      report.problem = p->where + " is " + std::string(DTypeName(p->dtype)) + " " + internal::ShapeString(p->shape) + " but " +
-                       s.where + " in SRC is " + std::string(DTypeName(s.dtype)) + " " + internal::ShapeString(s.shape);
-      return report;
+      return p->where + " is " + std::string(DTypeName(p->dtype)) + " " + internal::ShapeString(p->shape) + " but " +
+             s.where + " in SRC is " + std::string(DTypeName(s.dtype)) + " " + internal::ShapeString(s.shape);
     }
-    if (!XXH128_isEqual(s.hash, p->hash)) {
-      report.problem = p->where + " differs from " + s.where + " in SRC";
-      return report;
-    }
+    if (!XXH128_isEqual(s.hash, p->hash)) return p->where + " differs from " + s.where + " in SRC";
     seen.insert(p->key);
-    report.pieces++;
+    ++*pieces;
   }
   for (const Piece& p : a.pieces) {
-    if (!p.consumed && !seen.count(p.key)) {
-      report.problem = p.where + " in SRC is missing from DST";
-      return report;
-    }
+    if (!p.consumed && !seen.count(p.key)) return p.where + " in SRC is missing from DST";
   }
+  return "";
+}
+
+}  // namespace
+
+Result<VerifyReport> Verify(const std::string& src_path, const std::string& dst_path, const VerifyOptions& options) {
+  MOEPACK_ASSIGN_OR_RETURN(Checkpoint src, Checkpoint::Open(src_path));
+  MOEPACK_ASSIGN_OR_RETURN(Checkpoint dst, Checkpoint::Open(dst_path));
+  MOEPACK_ASSIGN_OR_RETURN(RuleSet chosen, ChooseRules(src, options.model_type, options.rules_file));
+  // Bound to SRC's config.json, which DST carries over unchanged.
+  RuleSet rules = std::move(chosen);
+  if (src.config()) {
+    MOEPACK_ASSIGN_OR_RETURN(rules, rules.Bind(*src.config()));
+  }
+  VerifyReport report;
+  MOEPACK_ASSIGN_OR_RETURN(std::optional<Claim> claim,
+                           IdentifyConversion(src, dst, rules, options.source_layout, &report.problem));
+  if (!claim) return report;
+  report.to = claim->direction == Direction::kToFused ? "fused" : "per-expert";
+  report.tensors = dst.names().size();
+  report.dtype = std::string(DTypeChangeName(claim->change));
+
+  const ModelConfig* dst_config = dst.config() ? &*dst.config() : nullptr;
+  Cutter cs(src, rules, options.source_layout, claim->change, dst_config), cd(dst, rules, claim->dst_layout);
+  MOEPACK_ASSIGN_OR_RETURN(Side a, cs.Cut());
+  MOEPACK_ASSIGN_OR_RETURN(Side b, cd.Cut());
+  const int threads = options.threads > 0 ? options.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  MOEPACK_RETURN_IF_ERROR(HashAll(a, threads, report.bytes_hashed));
+  MOEPACK_RETURN_IF_ERROR(HashAll(b, threads, report.bytes_hashed));
+  report.problem = ComparePieces(a, b, &report.pieces);
+  if (!report.problem.empty()) return report;
   if (options.forward) {
     MOEPACK_ASSIGN_OR_RETURN(report.forward, RunForward(a, b, rules, &report.problem));
     if (!report.problem.empty()) return report;

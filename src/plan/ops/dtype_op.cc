@@ -16,6 +16,18 @@ FloatType FloatOf(DType d) { return FloatTypeOf(d).value_or(FloatType::kBF16); }
 
 uint64_t ElemBytes(DType d) { return static_cast<uint64_t>(DTypeBits(d) / 8); }
 
+// The stored tensors a computed source reads: its codes and, when it has
+// them, their scales.
+void ReadsFrom(ComputedSource& c, const StoredTensor& data, const StoredTensor* scales) {
+  c.data_file = data.file;
+  c.data_offset = data.offset;
+  c.data_dtype = data.dtype;
+  if (scales) {
+    c.scale_file = scales->file;
+    c.scale_offset = scales->offset;
+  }
+}
+
 // A weight seen as [units * rows, cols]: 2-D as it is, 3-D with its first
 // two dims together. Sets rows and cols of `c`.
 Status Matrices(const StoredTensor& t, uint64_t units, ComputedSource& c) {
@@ -168,11 +180,7 @@ Result<ComputedSource> DequantFP8(const StoredTensor& weight, const StoredTensor
   c.dtype = out;
   c.shape = weight.shape;
   c.nbytes = c.units * c.rows * c.cols * ElemBytes(out);
-  c.data_file = weight.file;
-  c.data_offset = weight.offset;
-  c.data_dtype = weight.dtype;
-  c.scale_file = scale.file;
-  c.scale_offset = scale.offset;
+  ReadsFrom(c, weight, &scale);
   return c;
 }
 
@@ -198,11 +206,7 @@ Result<ComputedSource> DequantMXFP4(const StoredTensor& blocks, const StoredTens
   c.dtype = out;
   c.shape = {b[0], c.cols, c.rows};
   c.nbytes = c.units * c.rows * c.cols * ElemBytes(out);
-  c.data_file = blocks.file;
-  c.data_offset = blocks.offset;
-  c.data_dtype = blocks.dtype;
-  c.scale_file = scales.file;
-  c.scale_offset = scales.offset;
+  ReadsFrom(c, blocks, &scales);
   return c;
 }
 
@@ -252,9 +256,7 @@ Result<ComputedSource> QuantFP8(const StoredTensor& weight, uint64_t units, uint
   c.dtype = scales ? DType::F32 : DType::F8_E4M3;
   c.shape = scales ? ScaleShape(weight, c) : weight.shape;
   c.nbytes = scales ? c.units * CeilDiv(c.rows, block_rows) * CeilDiv(c.cols, block_cols) * 4 : c.units * c.rows * c.cols;
-  c.data_file = weight.file;
-  c.data_offset = weight.offset;
-  c.data_dtype = weight.dtype;
+  ReadsFrom(c, weight, nullptr);
   return c;
 }
 
