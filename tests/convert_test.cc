@@ -15,6 +15,7 @@
 #include "moepack/convert.h"
 #include "moepack/executor.h"
 #include "moepack/plan.h"
+#include "moepack/verify.h"
 #include "testutil.h"
 
 namespace moepack {
@@ -194,6 +195,78 @@ TEST_F(ExecutorTest, ReportCountsTheBytesWritten) {
   uint64_t src_bytes = 0;
   for (const auto& [_, t] : testing::ReadTensors(d_ / "src")) src_bytes += t.data.size();
   EXPECT_EQ(tensor_bytes, src_bytes);  // fusing moves bytes, it adds none
+}
+
+// --align-pages pads each header so that copied bytes keep their offset
+// within a 4 KiB page: the same tensors, a checkpoint verify accepts, and
+// (to per-expert, where every expert slice is one run of source bytes) most
+// bytes at their source's page offset, located here from the source headers
+// by the fused layout, not from the plan.
+TEST(AlignPages, OutputKeepsTheSourcePageOffsetsAndTheSameTensors) {
+  TempDir d;
+  auto o = testing::TinyOptions("qwen3_moe", "fused", "bf16");
+  o.hidden = 256;
+  o.intermediate = 128;  // one expert projection: 64 KiB, whole pages
+  o.max_shard_size = 100'000'000;  // one file each side: every slice can keep its page offset
+  testing::SynthOrDie(d / "src", o);
+  ConvertOptions aligned;
+  aligned.align_pages = true;
+  testing::ConvertOrDie(d / "src", d / "plain", Direction::kToPerExpert);
+  testing::ConvertOrDie(d / "src", d / "aligned", Direction::kToPerExpert, aligned);
+  EXPECT_EQ(testing::DiffTensors(testing::ReadTensors(d / "plain"), testing::ReadTensors(d / "aligned")), "");
+  auto v = Verify(d / "src", d / "aligned", VerifyOptions{});
+  ASSERT_TRUE(v.ok()) << v.status().message();
+  EXPECT_TRUE(v->ok) << v->problem;
+
+  // Where each expert slice starts in SRC: gate rows then up rows of expert
+  // j in gate_up_proj [E, 2I, H], its rows of down_proj [E, H, I].
+  const uint64_t H = 256, I = 128, slice = I * H * 2;
+  std::map<std::string, uint64_t> source_at;
+  for (const std::string& f : testing::ListDir(d / "src")) {
+    if (!f.ends_with(".safetensors")) continue;
+    for (const auto& t : testing::ParseSafetensors(d / ("src/" + f)).tensors) {
+      const size_t at = t.name.find("mlp.experts.");
+      if (at == std::string::npos) continue;
+      const std::string prefix = t.name.substr(0, at + 12);
+      for (uint64_t j = 0; j < t.shape[0]; ++j) {
+        const std::string e = prefix + std::to_string(j) + ".";
+        if (t.name.ends_with("gate_up_proj")) {
+          source_at[e + "gate_proj.weight"] = t.offset + 2 * j * slice;
+          source_at[e + "up_proj.weight"] = t.offset + (2 * j + 1) * slice;
+        } else if (t.name.ends_with("down_proj")) {
+          source_at[e + "down_proj.weight"] = t.offset + j * slice;
+        }
+      }
+    }
+  }
+  ASSERT_FALSE(source_at.empty());
+  auto kept = [&](const std::string& dir) {
+    uint64_t same = 0, all = 0;
+    for (const std::string& f : testing::ListDir(dir)) {
+      if (!f.ends_with(".safetensors")) continue;
+      const auto parsed = testing::ParseSafetensors(dir + "/" + f);
+      // Padding is spaces and keeps the data section 8-byte aligned.
+      EXPECT_EQ(parsed.header_len % 8, 0u) << f;
+      for (const auto& t : parsed.tensors) {
+        auto it = source_at.find(t.name);
+        if (it == source_at.end()) continue;
+        all += t.length;
+        same += it->second % 4096 == t.offset % 4096 ? t.length : 0;
+      }
+    }
+    EXPECT_EQ(all, source_at.size() * slice) << dir;
+    return static_cast<double>(same) / static_cast<double>(all);
+  };
+  EXPECT_EQ(kept(d / "aligned"), 1.0);
+
+  // The reverse needs no flag to read the padded headers, and with it
+  // gives the same tensors again.
+  testing::ConvertOrDie(d / "aligned", d / "back", Direction::kToFused, aligned);
+  EXPECT_EQ(testing::DiffTensors(testing::ReadTensors(d / "src"), testing::ReadTensors(d / "back")), "");
+  // Without the flag the headers are the reference writer's again.
+  testing::ConvertOrDie(d / "aligned", d / "back-plain", Direction::kToFused);
+  testing::ConvertOrDie(d / "plain", d / "plain-back", Direction::kToFused);
+  EXPECT_EQ(testing::HashTree(d / "back-plain"), testing::HashTree(d / "plain-back"));
 }
 
 }  // namespace

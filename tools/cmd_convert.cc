@@ -21,7 +21,7 @@ Action DefineConvert(CLI::App& sub) {
     std::string src, dst, to = "fused", max_shard = "5GB", dtype, block_size;
     RuleFlags rules;
     int threads = 0;
-    bool dry_run = false, json = false, force = false, no_sync = false;
+    bool dry_run = false, json = false, force = false, no_sync = false, align_pages = false;
   };
   auto f = std::make_shared<Flags>();
   sub.add_option("SRC", f->src, "Source model directory")->required();
@@ -34,6 +34,9 @@ Action DefineConvert(CLI::App& sub) {
       ->check(Accepts(ParseDTypeChange));
   sub.add_option("--block-size", f->block_size, "With --dtype fp8: the scale block, 128 (default) or ROWSxCOLS")
       ->check(Accepts(ParseBlockSize));
+  sub.add_flag("--align-pages", f->align_pages,
+               "Pad each output header so that copied bytes keep their offset within a page (faster copies; "
+               "valid safetensors, but the headers differ from the reference writer's)");
   sub.add_option("--threads", f->threads, "Worker threads (default: one per core)")->check(CLI::Range(0, 64));
   sub.add_flag("--dry-run", f->dry_run, "Plan and validate only; write nothing");
   sub.add_flag("--json", f->json, "Print the plan summary as JSON");
@@ -59,6 +62,7 @@ Action DefineConvert(CLI::App& sub) {
     o.source_layout = ToSourceLayout(f->rules.source_layout);
     o.dtype = ParseDTypeChange(f->dtype).value();
     if (!f->block_size.empty()) std::tie(o.block_rows, o.block_cols) = ParseBlockSize(f->block_size).value();
+    o.align_pages = f->align_pages;
     o.threads = f->threads;
     o.force = f->force;
     o.sync = !f->no_sync;

@@ -22,6 +22,7 @@ struct ConvertOptions {
   SourceLayout source_layout = SourceLayout::kUnspecified;
   DTypeChange dtype = DTypeChange::kKeep;  // see PlanOptions
   uint64_t block_rows = 0, block_cols = 0;
+  bool align_pages = false;  // see PlanOptions
   int threads = 0;
   bool force = false;
   bool sync = true;  // see ExecuteOptions::sync

@@ -90,6 +90,10 @@ struct PlanOptions {
   DTypeChange dtype = DTypeChange::kKeep;
   // kToFP8: the block of each scale; 0 takes config.json's or 128.
   uint64_t block_rows = 0, block_cols = 0;
+  // Pad each output header (spaces, as the format allows) so that most
+  // copied bytes keep their offset within a page: the kernel then copies
+  // whole pages. Valid safetensors, but not the reference writer's bytes.
+  bool align_pages = false;
 };
 
 // A source tensor the conversion computes from stored ones instead of

@@ -81,6 +81,12 @@ struct FileLayout {
 Result<FileLayout> LayoutFile(const std::map<std::string, std::string>& metadata,
                               std::vector<TensorSpec> tensors);
 
+// Pads the header with spaces (which the format allows) so that the data
+// section starts at `phase` modulo `page` (rounded down to the 8 bytes the
+// header keeps): a copy whose source bytes sit at that phase then moves whole
+// pages. The tensors and their offsets are unchanged.
+void AlignDataStart(FileLayout& layout, uint64_t phase, uint64_t page);
+
 // Convenience writer for small files (tests, synth): data[i] belongs to
 // tensors[i] and must have its exact byte size.
 Status WriteFile(const std::string& path, const std::map<std::string, std::string>& metadata,

@@ -46,7 +46,7 @@ def dtype_name(dtype):
 
 
 def convert(src, dst, to="fused", model_type=None, rules=None, max_shard_size="5GB", threads=0, force=False,
-            dry_run=False, source_layout=None, sync=True, dtype=None):
+            dry_run=False, source_layout=None, sync=True, dtype=None, align_pages=False):
     """Converts the checkpoint SRC into a new directory DST, as ``moepack
     convert``. Returns the plan summary that ``convert --json`` prints (with
     the per-tensor list for a dry run). ``to``: "fused" or "per-expert";
@@ -55,11 +55,16 @@ def convert(src, dst, to="fused", model_type=None, rules=None, max_shard_size="5
     exist unless ``force``; nothing is written on error. ``sync=False`` skips
     flushing DST to disk before it is published (``convert --no-sync``).
     ``dtype``: "bf16", "f16" or "f32" (or the torch dtype) dequantizes every
-    FP8 block-scaled and MXFP4 weight while converting (``convert --dtype``)."""
+    FP8 block-scaled and MXFP4 weight while converting (``convert --dtype``).
+    ``align_pages``: pad each output header so that copied bytes keep their
+    offset within a page, which makes the copy faster (``convert
+    --align-pages``; valid safetensors, but not the reference writer's
+    header bytes)."""
     size = parse_size(max_shard_size)
     dst_s = "" if dst is None and dry_run else _path(dst, "dst (unless dry_run)")
     out = _moepack.convert(_path(src, "src"), dst_s, to, model_type or "", _opt_path(rules), size, int(threads),
-                           bool(force), bool(dry_run), source_layout, bool(sync), dtype_name(dtype))
+                           bool(force), bool(dry_run), source_layout, bool(sync), dtype_name(dtype),
+                           bool(align_pages))
     return json.loads(out)
 
 

@@ -133,7 +133,7 @@ std::string PyInspect(const std::string& path) {
 std::string PyConvert(const std::string& src, const std::string& dst, const std::string& to,
                       const std::string& model_type, const std::string& rules, uint64_t max_shard_size, int threads,
                       bool force, bool dry_run, const std::optional<std::string>& source_layout, bool sync,
-                      const std::string& dtype) {
+                      const std::string& dtype, bool align_pages) {
   ConvertOptions o;
   o.direction = ParseTo(to);
   o.dtype = ParseDTypeArg(dtype);
@@ -145,6 +145,7 @@ std::string PyConvert(const std::string& src, const std::string& dst, const std:
   o.threads = threads;
   o.force = force;
   o.sync = sync;
+  o.align_pages = align_pages;
   o.dry_run = dry_run;
   py::gil_scoped_release nogil;
   ConvertResult r = Unwrap(Convert(src, dst, o));
@@ -306,7 +307,7 @@ PYBIND11_MODULE(_moepack, m) {
   m.def("inspect", &PyInspect, py::arg("path"));
   m.def("convert", &PyConvert, py::arg("src"), py::arg("dst"), py::arg("to"), py::arg("model_type"), py::arg("rules"),
         py::arg("max_shard_size"), py::arg("threads"), py::arg("force"), py::arg("dry_run"), py::arg("source_layout"),
-        py::arg("sync"), py::arg("dtype"));
+        py::arg("sync"), py::arg("dtype"), py::arg("align_pages"));
   m.def("verify", &PyVerify, py::arg("src"), py::arg("dst"), py::arg("model_type"), py::arg("rules"),
         py::arg("source_layout"), py::arg("threads"), py::arg("forward"));
   m.def("families", &PyFamilies);

@@ -39,6 +39,22 @@ def test_convert_without_sync_writes_the_same_files(synth, tmp_path):
         assert (tmp_path / "synced" / n).read_bytes() == (tmp_path / "unsynced" / n).read_bytes(), n
 
 
+def test_align_pages_is_the_cli_flag_and_keeps_the_tensors(synth, tmp_path):
+    src = synth(*VL_BF16)
+    moepack.convert(src, tmp_path / "py", align_pages=True, sync=False)
+    run_cli("convert", src, tmp_path / "cli", "--align-pages", "--no-sync")
+    moepack.convert(src, tmp_path / "plain", sync=False)
+    names = sorted(p.name for p in (tmp_path / "py").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "cli").iterdir())
+    for n in names:
+        assert (tmp_path / "py" / n).read_bytes() == (tmp_path / "cli" / n).read_bytes(), n
+    aligned, plain = read_safetensors(tmp_path / "py"), read_safetensors(tmp_path / "plain")
+    assert aligned.keys() == plain.keys()
+    for k, (dtype, shape, data) in plain.items():
+        assert aligned[k][:2] == (dtype, shape) and aligned[k][2].tobytes() == data.tobytes(), k
+    assert moepack.verify(src, tmp_path / "py")["ok"]
+
+
 def test_dry_run_writes_nothing_and_lists_tensors(synth, tmp_path):
     src = synth(*DSV3_FP8)
     plan = moepack.convert(src, tmp_path / "x", dry_run=True)

@@ -21,6 +21,7 @@ Result<ConvertResult> Convert(const std::string& src, const std::string& dst, co
   po.dtype = options.dtype;
   po.block_rows = options.block_rows;
   po.block_cols = options.block_cols;
+  po.align_pages = options.align_pages;
   MOEPACK_ASSIGN_OR_RETURN(Plan plan, MakePlan(ckpt, rules, po));
   ConvertResult result{std::move(plan), {}};
   if (options.dry_run) return result;

@@ -37,6 +37,12 @@ void AppendJsonString(std::string& out, std::string_view s) {
   out.push_back('"');
 }
 
+// The 8-byte little-endian length of the JSON that follows it.
+void SetHeaderLength(FileLayout& layout) {
+  const uint64_t n = layout.prefix.size() - 8;
+  for (int i = 0; i < 8; ++i) layout.prefix[i] = static_cast<char>((n >> (8 * i)) & 0xFF);
+}
+
 }  // namespace
 
 Result<FileLayout> LayoutFile(const std::map<std::string, std::string>& metadata, std::vector<TensorSpec> tensors) {
@@ -101,11 +107,17 @@ Result<FileLayout> LayoutFile(const std::map<std::string, std::string>& metadata
   json.push_back('}');
   json.append((8 - json.size() % 8) % 8, ' ');
   out.prefix.resize(8);
-  uint64_t n = json.size();
-  for (int i = 0; i < 8; ++i) out.prefix[i] = static_cast<char>((n >> (8 * i)) & 0xFF);
   out.prefix += json;
+  SetHeaderLength(out);
   out.data_size = offset;
   return out;
+}
+
+void AlignDataStart(FileLayout& layout, uint64_t phase, uint64_t page) {
+  const uint64_t want = (phase % page) & ~uint64_t{7};
+  const uint64_t now = layout.prefix.size() % page;
+  layout.prefix.append((want + page - now) % page, ' ');
+  SetHeaderLength(layout);
 }
 
 Status WriteFile(const std::string& path, const std::map<std::string, std::string>& metadata,

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <deque>
 #include <map>
+#include <tuple>
 #include <set>
 #include <unordered_map>
 
@@ -545,6 +546,28 @@ Status Planner::RewriteConfig() {
   return Status::OK();
 }
 
+// The page offset that most of a shard's copied bytes have in their source
+// files, as the offset of the shard's data section that would keep them
+// there (0 when nothing is copied from a stored file).
+constexpr uint64_t kPage = 4096;
+uint64_t SourcePhase(const Plan& plan, const FileLayout& layout, const std::vector<uint32_t>& tensors) {
+  std::unordered_map<std::string_view, uint64_t> begin;
+  for (const TensorInfo& t : layout.tensors) begin[t.name] = t.begin;
+  std::map<uint64_t, uint64_t> bytes_at;  // data-start phase -> bytes it aligns
+  for (uint32_t i : tensors) {
+    const PlannedTensor& t = plan.tensors[i];
+    for (const CopyRange& c : t.copies) {
+      if (c.src_file >= plan.src_files.size()) continue;  // a computed source: no page to match
+      bytes_at[(c.src_offset + kPage - (begin.at(t.name) + c.dst_offset) % kPage) % kPage] += c.length;
+    }
+  }
+  uint64_t best = 0, most = 0;
+  for (const auto& [phase, n] : bytes_at) {
+    if (n > most) std::tie(best, most) = std::pair{phase, n};
+  }
+  return best;
+}
+
 Status Planner::MakeShards() {
   std::vector<uint32_t> order(plan_.tensors.size());
   for (uint32_t i = 0; i < order.size(); ++i) order[i] = i;
@@ -578,6 +601,7 @@ Status Planner::MakeShards() {
       weight_map[plan_.tensors[i].name] = shard.filename;
     }
     MOEPACK_ASSIGN_OR_RETURN(shard.layout, LayoutFile({{"format", "pt"}}, std::move(specs)));
+    if (opt_.align_pages) AlignDataStart(shard.layout, SourcePhase(plan_, shard.layout, groups[s]), kPage);
     shard.tensors = std::move(groups[s]);
     plan_.shards.push_back(std::move(shard));
   }
