@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <deque>
 #include <map>
-#include <tuple>
 #include <set>
 #include <unordered_map>
 
@@ -563,7 +562,10 @@ uint64_t SourcePhase(const Plan& plan, const FileLayout& layout, const std::vect
   }
   uint64_t best = 0, most = 0;
   for (const auto& [phase, n] : bytes_at) {
-    if (n > most) std::tie(best, most) = std::pair{phase, n};
+    if (n > most) {
+      best = phase;
+      most = n;
+    }
   }
   return best;
 }

@@ -532,7 +532,8 @@ struct Claim {
 // conversion it resembles most; a Status error when SRC plans in no
 // direction at all.
 Result<std::optional<Claim>> IdentifyConversion(const Checkpoint& src, const Checkpoint& dst, const RuleSet& rules,
-                                                SourceLayout source_layout, std::string* problem) {
+                                                const ModelConfig* dst_config, SourceLayout source_layout,
+                                                std::string* problem) {
   auto holds = [](const Checkpoint& c, auto pred) {
     for (const auto& n : c.names()) {
       if (pred(*c.Find(n)->info)) return true;
@@ -547,7 +548,6 @@ Result<std::optional<Claim>> IdentifyConversion(const Checkpoint& src, const Che
       holds(dst, [](const TensorInfo& t) { return IsFloat8(t.dtype); })) {
     changes.push_back(DTypeChange::kToFP8);
   }
-  const ModelConfig* dst_config = dst.config() ? &*dst.config() : nullptr;
   size_t problem_shared = 0;  // names DST shares with that direction's plan
   Status plan_error;
   for (DTypeChange c : changes) {
@@ -626,14 +626,14 @@ Result<VerifyReport> Verify(const std::string& src_path, const std::string& dst_
     MOEPACK_ASSIGN_OR_RETURN(rules, rules.Bind(*src.config()));
   }
   VerifyReport report;
+  const ModelConfig* dst_config = dst.config() ? &*dst.config() : nullptr;
   MOEPACK_ASSIGN_OR_RETURN(std::optional<Claim> claim,
-                           IdentifyConversion(src, dst, rules, options.source_layout, &report.problem));
+                           IdentifyConversion(src, dst, rules, dst_config, options.source_layout, &report.problem));
   if (!claim) return report;
   report.to = claim->direction == Direction::kToFused ? "fused" : "per-expert";
   report.tensors = dst.names().size();
   report.dtype = std::string(DTypeChangeName(claim->change));
 
-  const ModelConfig* dst_config = dst.config() ? &*dst.config() : nullptr;
   Cutter cs(src, rules, options.source_layout, claim->change, dst_config), cd(dst, rules, claim->dst_layout);
   MOEPACK_ASSIGN_OR_RETURN(Side a, cs.Cut());
   MOEPACK_ASSIGN_OR_RETURN(Side b, cd.Cut());
