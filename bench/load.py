@@ -84,7 +84,6 @@ def fresh_tensor(path):
 
 
 def torch_per_tensor(path):
-    sys.path.insert(0, os.path.join(REPO, "bench"))
     import torch_convert
     src = torch_convert.Source(path)
     total = 0
@@ -122,6 +121,12 @@ def load_into(path, params):
 
 def child(kind, path):
     """Runs one contestant; prints {seconds, bytes, base_rss_kb} as JSON."""
+    if kind != "reused_buffer":
+        # Imports are not the read: torch's alone takes a second or two.
+        sys.path.insert(0, os.path.join(REPO, "bench"))
+        import moepack  # noqa: F401
+        import torch  # noqa: F401
+        import torch_convert  # noqa: F401
     params = model_params(path) if kind == "load_into" else None
     base = max_rss_kb()
     t0 = time.perf_counter()

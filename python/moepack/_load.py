@@ -228,8 +228,10 @@ def load(path, layout="fused", model_type=None, ep_rank=0, ep_size=1, tp_rank=0,
 
     Host buffers are reused: a tensor's memory is used again for a later
     tensor once nothing (no tensor, view or array made from it) refers to
-    it, so a ``param.copy_(t)`` loop touches fresh memory only for the
-    first few tensors (a tensor the caller keeps is never overwritten).
+    it, so a ``param.copy_(t)`` loop alternates two buffers, each grown in
+    place to the largest tensor it held, and touches no more fresh memory
+    than the two largest tensors (a tensor the caller keeps is never
+    overwritten).
 
     ``device``: yield tensors allocated on this torch device, read through
     ``ring`` (a :class:`HostRing`, default 4 pinned slots of 16 MiB): host

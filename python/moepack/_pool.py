@@ -1,47 +1,63 @@
 """Host buffers for the tensors ``moepack.load`` yields, reused once nothing
 refers to them any more.
 
-A fresh buffer costs a page fault per 4 KiB on first touch, which on the
-benchmark machine is slower than the read itself. A buffer is handed out
-again only when the pool holds its only reference: every tensor, array,
-view or storage made from it holds one, so a buffer the caller still uses
-(directly or through a view) is never overwritten. That count is exact in
-CPython, which is the only interpreter the extension builds for.
+A fresh page costs a fault on first touch, which on the benchmark machine is
+slower than the read itself, so what counts is how much memory is ever
+touched. A ``param.copy_(t)`` loop holds the previous tensor while the next
+is read, so two buffers alternate; each is grown in place (HostBuffer.grow:
+the touched pages move with it) to the largest tensor it has held, rather
+than a new buffer being made whenever a tensor does not fit a free one.
+
+A buffer is handed out again only when the pool holds its only reference:
+every tensor, array, view or storage made from it holds one, so a buffer the
+caller still uses (directly or through a view) is never overwritten nor
+grown. That count is exact in CPython, which is the only interpreter the
+extension builds for.
 """
 
 import sys
 
 import numpy as np
 
+from . import _moepack
+
 
 class BufferPool:
-    def __init__(self, keep=3):
+    def __init__(self, keep=2):
         self._keep = keep  # free buffers kept for reuse
-        self._bufs = []
+        self._bufs = []    # [HostBuffer, bytes touched so far]
 
-    def _free(self, k):
-        # Two references: the list's and getrefcount's argument.
-        return sys.getrefcount(self._bufs[k]) == 2
+    def _free(self, entry):
+        # Two references: the entry's and getrefcount's argument.
+        return sys.getrefcount(entry[0]) == 2
 
     def take(self, nbytes):
-        """A flat uint8 array of `nbytes` bytes: a free buffer's prefix (the
-        smallest that fits) or a new one."""
-        best = None
-        for k in range(len(self._bufs)):
-            size = self._bufs[k].nbytes
-            if size >= nbytes and self._free(k) and (best is None or size < self._bufs[best].nbytes):
-                best = k
-        if best is not None:
-            return self._bufs[best][:nbytes]
-        buf = np.empty(nbytes, dtype=np.uint8)
-        self._bufs.append(buf)
+        """A flat, writable uint8 array of `nbytes` bytes in a free buffer
+        (the one whose touched pages cover it with the least to spare, else
+        the one touched most, grown) or in a new one."""
+        free = [e for e in self._bufs if self._free(e)]
+        covering = [e for e in free if e[1] >= nbytes]
+        if covering:
+            entry = min(covering, key=lambda e: e[1])
+        elif free:
+            entry = max(free, key=lambda e: e[1])
+            entry[0].grow(nbytes)
+        else:
+            entry = [_moepack.HostBuffer(nbytes), 0]
+            self._bufs.append(entry)
+        entry[1] = max(entry[1], nbytes)
+        out = np.frombuffer(entry[0], dtype=np.uint8, count=nbytes)  # holds the buffer before the trim
         self._trim()
-        return buf
+        return out
+
+    def touched(self):
+        """Bytes of memory the pool's live buffers have touched."""
+        return sum(e[1] for e in self._bufs)
 
     def _trim(self):
-        free = [k for k in range(len(self._bufs)) if self._free(k)]
+        free = [e for e in self._bufs if self._free(e)]
         if len(free) <= self._keep:
             return
-        free.sort(key=lambda k: self._bufs[k].nbytes)
-        drop = set(free[:len(free) - self._keep])
-        self._bufs = [b for k, b in enumerate(self._bufs) if k not in drop]
+        free.sort(key=lambda e: e[1])
+        drop = {id(e) for e in free[:len(free) - self._keep]}
+        self._bufs = [e for e in self._bufs if id(e) not in drop]

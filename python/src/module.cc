@@ -25,6 +25,7 @@
 #include "moepack/rules.h"
 #include "moepack/streaming.h"
 #include "moepack/verify.h"
+#include "host_buffer.h"
 
 namespace py = pybind11;
 
@@ -334,6 +335,16 @@ PYBIND11_MODULE(_moepack, m) {
       .def_property_readonly("rank_bytes", [](const PyLoader& l) { return l.loader().rank_bytes(); })
       .def_property_readonly("family", [](const PyLoader& l) { return l.loader().family(); })
       .def("reset_counters", [](const PyLoader& l) { l.loader().ResetCounters(); });
+
+  py::class_<HostBuffer>(m, "HostBuffer", py::buffer_protocol())
+      .def(py::init<size_t>(), py::arg("size"))
+      .def("__len__", &HostBuffer::size)
+      .def("grow", &HostBuffer::Grow, py::arg("size"),
+           "at least `size` bytes, contents kept; the caller makes sure nothing views it")
+      .def_buffer([](HostBuffer& b) {
+        return py::buffer_info(b.data(), 1, py::format_descriptor<uint8_t>::format(), 1,
+                               {static_cast<py::ssize_t>(b.size())}, {static_cast<py::ssize_t>(1)});
+      });
 
   py::class_<PyStreamingConverter>(m, "StreamingConverter")
       .def(py::init<const std::string&, const std::string&, const std::string&, const std::string&, const std::string&,

@@ -258,3 +258,23 @@ def test_load_reuses_buffers_nobody_holds(synth):
         addresses.add(t.data_ptr())
     # Kept tensors are never overwritten (the state_dict above), dropped ones are reused.
     assert len(addresses) < len(want) // 4
+
+
+def test_pool_touches_two_buffers_for_a_copy_loop_and_never_reuses_a_held_one(synth):
+    from moepack._pool import BufferPool
+    sizes = [info["nbytes"] for info in moepack.load(synth(*QWEN_BF16)).tensors()]
+    pool, prev, largest = BufferPool(), None, sorted(sizes)[-2:]
+    for k, n in enumerate(sizes):
+        cur = pool.take(n)
+        cur[:] = k % 251
+        if prev is not None:  # the loop variable still holds it: not handed out again
+            assert not np.shares_memory(cur, prev)
+            assert (prev == (k - 1) % 251).all()
+        prev = cur
+    # A `param.copy_(t)` loop alternates two buffers, grown in place: the
+    # touched memory is at most the two largest tensors, whatever the order.
+    assert pool.touched() <= sum(largest)
+    kept = [pool.take(n) for n in sizes[:5]]
+    for k, a in enumerate(kept):
+        a[:] = k
+    assert all((a == k).all() for k, a in enumerate(kept))
