@@ -162,7 +162,7 @@ std::vector<Refusal> Refusals() {
       {"an unknown model type", "qwen3_moe", "",
        [](auto&, json& c) {
          c["model_type"] = "foo_moe";
-         c["architectures"] = {"FooMoeForCausalLM"};
+         c["architectures"] = json::array({"FooMoeForCausalLM"});
        },
        {"foo_moe", "known:", "qwen3_moe", "mixtral", "deepseek_v3", "--rules"}},
       {"a config without an expert count", "qwen3_moe", "", [](auto&, json& c) { c.erase("num_experts"); },
