@@ -14,6 +14,7 @@
 #include "testutil.h"
 
 namespace moepack {
+namespace checkpoint_test {
 namespace {
 namespace fs = std::filesystem;
 
@@ -450,4 +451,5 @@ TEST(CheckpointTest, OpeningReadsHeadersOnly) {
 }
 
 }  // namespace
+}  // namespace checkpoint_test
 }  // namespace moepack

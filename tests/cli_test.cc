@@ -15,6 +15,7 @@
 #include "testutil.h"
 
 namespace moepack {
+namespace cli_test {
 namespace {
 
 namespace fs = std::filesystem;
@@ -290,4 +291,5 @@ TEST(CliUsage, BadFlagsAreUsageErrors) {
 }
 
 }  // namespace
+}  // namespace cli_test
 }  // namespace moepack

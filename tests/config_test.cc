@@ -8,6 +8,7 @@
 #include "moepack/config.h"
 
 namespace moepack {
+namespace config_test {
 namespace {
 
 struct GoodConfig {
@@ -177,4 +178,5 @@ TEST(ConfigTest, DeepNestingDoesNotCrash) {
 }
 
 }  // namespace
+}  // namespace config_test
 }  // namespace moepack

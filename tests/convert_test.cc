@@ -19,6 +19,7 @@
 #include "testutil.h"
 
 namespace moepack {
+namespace convert_test {
 namespace {
 
 namespace fs = std::filesystem;
@@ -270,4 +271,5 @@ TEST(AlignPages, OutputKeepsTheSourcePageOffsetsAndTheSameTensors) {
 }
 
 }  // namespace
+}  // namespace convert_test
 }  // namespace moepack

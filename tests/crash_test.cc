@@ -17,6 +17,7 @@
 #include "testutil.h"
 
 namespace moepack::testing {
+namespace crash_test {
 namespace {
 
 namespace fs = std::filesystem;
@@ -304,4 +305,5 @@ TEST(ConcurrentTest, TwoRunsToOneDestination) {
 }
 
 }  // namespace
+}  // namespace crash_test
 }  // namespace moepack::testing

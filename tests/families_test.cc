@@ -37,6 +37,7 @@
 #include "testutil.h"
 
 namespace moepack {
+namespace families_test {
 namespace {
 
 namespace fs = std::filesystem;
@@ -869,4 +870,5 @@ TEST(RenamedPrefix, QwenUnderLanguageModelStillConvertsPlannerAndStreaming) {
 }
 
 }  // namespace
+}  // namespace families_test
 }  // namespace moepack

@@ -12,6 +12,7 @@
 #include "testutil.h"
 
 namespace moepack {
+namespace forward_test {
 namespace {
 
 TEST(MoeReference, RoutesToTopKWithRenormalisedSoftmax) {
@@ -84,4 +85,5 @@ TEST(VerifyForward, ZeroDifferenceAfterRelayoutBothDirections) {
 }
 
 }  // namespace
+}  // namespace forward_test
 }  // namespace moepack

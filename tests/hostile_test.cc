@@ -20,6 +20,7 @@
 #include "testutil.h"
 
 namespace moepack::testing {
+namespace hostile_test {
 namespace {
 
 namespace fs = std::filesystem;
@@ -678,4 +679,5 @@ TEST(HostileCorpus, IsLargeAndNamesAreUnique) {
 }
 
 }  // namespace
+}  // namespace hostile_test
 }  // namespace moepack::testing

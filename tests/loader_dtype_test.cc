@@ -16,6 +16,7 @@
 #include "testutil.h"
 
 namespace moepack {
+namespace loader_dtype_test {
 namespace {
 
 using moepack::testing::LoadAll;
@@ -210,4 +211,5 @@ TEST(LoaderDtype, RefusesQuantizingAndANonQuantizedTensorPassesThrough) {
 }
 
 }  // namespace
+}  // namespace loader_dtype_test
 }  // namespace moepack

@@ -19,6 +19,7 @@
 #include "testutil.h"
 
 namespace moepack {
+namespace loader_test {
 namespace {
 
 using moepack::testing::LoadAll;
@@ -364,9 +365,11 @@ TEST(LoaderTest, RawLoadGivesTheSourceTensorsInShardOrder) {
 }
 
 }  // namespace
+}  // namespace loader_test
 }  // namespace moepack
 
 namespace moepack {
+namespace loader_test {
 namespace {
 
 // A refused ReadMany or ReadRange writes nothing: every buffer keeps its bytes.
@@ -432,4 +435,5 @@ TEST(LoaderTest, AReadErrorOnAWorkerIsReturned) {
 }
 
 }  // namespace
+}  // namespace loader_test
 }  // namespace moepack

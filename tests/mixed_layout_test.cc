@@ -16,6 +16,7 @@
 #include "testutil.h"
 
 namespace moepack {
+namespace mixed_layout_test {
 namespace {
 
 using json = nlohmann::json;
@@ -178,4 +179,5 @@ TEST(MixedLayout, HalfConvertedCheckpointConvertsEitherWay) {
 }
 
 }  // namespace
+}  // namespace mixed_layout_test
 }  // namespace moepack

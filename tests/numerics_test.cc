@@ -28,6 +28,7 @@ namespace numerics {
 void PrintTo(Isa isa, std::ostream* os) { *os << IsaName(isa); }
 }  // namespace numerics
 
+namespace numerics_test {
 namespace {
 
 using numerics::Isa;
@@ -796,4 +797,5 @@ INSTANTIATE_TEST_SUITE_P(AllIsas, NumericsIsa, ::testing::Values(Isa::kScalar, I
                          });
 
 }  // namespace
+}  // namespace numerics_test
 }  // namespace moepack::ops

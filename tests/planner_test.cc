@@ -17,6 +17,7 @@
 #include "testutil.h"
 
 namespace moepack {
+namespace planner_test {
 namespace {
 
 namespace fs = std::filesystem;
@@ -525,4 +526,5 @@ TEST(PlannerShards, MaxShardSizeIsInDecimalUnits) {
 }
 
 }  // namespace
+}  // namespace planner_test
 }  // namespace moepack

@@ -17,6 +17,7 @@
 #include "testutil.h"
 
 namespace moepack {
+namespace rules_test {
 namespace {
 
 using nlohmann::json;
@@ -787,4 +788,5 @@ TEST(UserRules, RenamesThatDoNotInvertAreRefusedNamingTheTensor) {
 }
 
 }  // namespace
+}  // namespace rules_test
 }  // namespace moepack

@@ -16,6 +16,7 @@
 #include "testutil.h"
 
 namespace moepack {
+namespace safetensors_test {
 namespace {
 
 using moepack::testing::ReadFileOrDie;
@@ -783,4 +784,5 @@ TEST(SafetensorsWriter, Refusals) {
 }
 
 }  // namespace
+}  // namespace safetensors_test
 }  // namespace moepack

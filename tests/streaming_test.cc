@@ -14,6 +14,7 @@
 #include "moepack/weight_map.h"
 
 namespace moepack {
+namespace streaming_test {
 namespace {
 
 constexpr uint64_t kE = 4, kH = 8, kI = 6;
@@ -295,4 +296,5 @@ TEST(FusedWeightMap, FusedNameGoesToTheShardOfItsLowestNumberedSource) {
 }
 
 }  // namespace
+}  // namespace streaming_test
 }  // namespace moepack

@@ -25,6 +25,7 @@
 #include "util/file.h"
 
 namespace moepack {
+namespace synth_test {
 namespace {
 
 namespace fs = std::filesystem;
@@ -1333,4 +1334,5 @@ TEST(SynthCliTest, ExitCodes) {
 }
 
 }  // namespace
+}  // namespace synth_test
 }  // namespace moepack

@@ -16,6 +16,7 @@
 #include "testutil.h"
 
 namespace moepack {
+namespace verify_test {
 namespace {
 
 namespace fs = std::filesystem;
@@ -239,4 +240,5 @@ TEST_F(VerifyBad, UnreadableInputIsAnErrorNotAMismatch) {
 }
 
 }  // namespace
+}  // namespace verify_test
 }  // namespace moepack

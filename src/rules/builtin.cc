@@ -5,6 +5,24 @@
 #include "util/file.h"
 
 namespace moepack {
+namespace {
+
+// The embedded files cannot change while the process runs, and parsing all
+// of them was most of what choosing rules cost (every convert, load, verify
+// and inspect chooses), so each process parses them once.
+const Result<std::vector<RuleSet>>& EmbeddedRuleSets() {
+  static const Result<std::vector<RuleSet>> sets = []() -> Result<std::vector<RuleSet>> {
+    std::vector<RuleSet> all;
+    for (const auto& f : internal::EmbeddedRuleFiles()) {
+      MOEPACK_ASSIGN_OR_RETURN(RuleSet rs, RuleSet::Parse(f.text, "built-in rules/" + f.name + ".json"));
+      all.push_back(std::move(rs));
+    }
+    return all;
+  }();
+  return sets;
+}
+
+}  // namespace
 
 Result<RuleSet> LoadRuleFile(const std::string& path) {
   MOEPACK_ASSIGN_OR_RETURN(std::string text, internal::ReadSmallFile(path, 16u << 20));
@@ -18,12 +36,13 @@ std::vector<std::string> BuiltinFamilies() {
 }
 
 Result<RuleSet> BuiltinRules(const std::string& family) {
-  for (const auto& f : internal::EmbeddedRuleFiles()) {
-    if (f.name == family) return RuleSet::Parse(f.text, "built-in rules/" + f.name + ".json");
+  const auto& sets = EmbeddedRuleSets();
+  if (!sets.ok()) return sets.status();
+  for (const auto& rs : *sets) {
+    if (rs.family() == family) return rs;
   }
   // A model_type that a family lists (e.g. qwen3_vl_moe_text) also selects it.
-  for (const auto& f : internal::EmbeddedRuleFiles()) {
-    MOEPACK_ASSIGN_OR_RETURN(RuleSet rs, RuleSet::Parse(f.text, "built-in rules/" + f.name + ".json"));
+  for (const auto& rs : *sets) {
     const auto& mt = rs.model_types();
     if (std::find(mt.begin(), mt.end(), family) != mt.end()) return rs;
   }
@@ -34,11 +53,9 @@ Result<RuleSet> BuiltinRules(const std::string& family) {
 }
 
 Result<RuleSet> RulesForConfig(const ModelConfig& config) {
-  std::vector<RuleSet> all;
-  for (const auto& f : internal::EmbeddedRuleFiles()) {
-    MOEPACK_ASSIGN_OR_RETURN(RuleSet rs, RuleSet::Parse(f.text, "built-in rules/" + f.name + ".json"));
-    all.push_back(std::move(rs));
-  }
+  const auto& sets = EmbeddedRuleSets();
+  if (!sets.ok()) return sets.status();
+  const std::vector<RuleSet>& all = *sets;
   auto has = [](const std::vector<std::string>& v, const std::string& s) {
     return !s.empty() && std::find(v.begin(), v.end(), s) != v.end();
   };
