@@ -14,14 +14,16 @@
 #include "util/strings.h"
 
 namespace moepack {
-namespace {
 
 using nlohmann::json;
 using internal::NameTemplate;
 
-class Reader {
+namespace internal {
+
+// Outside the anonymous namespace because RuleSet::Parser holds one.
+class RuleReader {
  public:
-  Reader(const json& j, std::string path, std::string what) : j_(j), path_(std::move(path)), what_(std::move(what)) {}
+  RuleReader(const json& j, std::string path, std::string what) : j_(j), path_(std::move(path)), what_(std::move(what)) {}
 
   Status Error(const std::string& member, const std::string& msg) const {
     std::string where = path_.empty() ? "" : path_ + ": ";
@@ -71,6 +73,12 @@ class Reader {
   std::string what_;
 };
 
+}  // namespace internal
+
+namespace {
+
+using internal::RuleReader;
+
 // The rule's "name" when it has one, so that even an unknown member is
 // reported as `fusions[1] ("gate_up_proj")`.
 std::string NameOf(const json& j) {
@@ -92,7 +100,7 @@ std::optional<ShapeTerm> ParseShapeTerm(std::string_view t) {
 
 // A shape is a list of SYMBOL or N*SYMBOL, optionally divided by another
 // (rounded up); each symbol is E or one of "dims".
-Status CheckShapeExpr(const Reader& r, const char* member, const std::vector<std::string>& shape,
+Status CheckShapeExpr(const RuleReader& r, const char* member, const std::vector<std::string>& shape,
                       const std::set<std::string>& symbols) {
   for (const auto& e : shape) {
     const size_t slash = e.find('/');
@@ -115,8 +123,8 @@ Status CheckShapeExpr(const Reader& r, const char* member, const std::vector<std
 // "dims": {symbol: [config paths]}, at the top level or in an expert group.
 // `path` is the JSON path of the object holding "dims" ("" at the top).
 Result<std::vector<DimSymbol>> ParseDims(const json& d, const std::string& path, const std::string& what) {
-  Reader holder(d, path, what);
-  Reader r(d, path.empty() ? "dims" : path + ": dims", what);
+  RuleReader holder(d, path, what);
+  RuleReader r(d, path.empty() ? "dims" : path + ": dims", what);
   if (!d.is_object()) return holder.Error("dims", "expected an object of symbol -> config fields");
   std::vector<DimSymbol> out;
   for (auto it = d.begin(); it != d.end(); ++it) {
@@ -211,7 +219,7 @@ class RuleSet::Parser {
   Status Groups() {
     MOEPACK_ASSIGN_OR_RETURN(auto groups, List("expert_groups"));
     for (size_t i = 0; i < groups.size(); ++i) {
-      Reader r(groups[i], RulePath("expert_groups", i, ""), what_);
+      RuleReader r(groups[i], RulePath("expert_groups", i, ""), what_);
       MOEPACK_RETURN_IF_ERROR(r.CheckKeys({"prefix", "num_experts", "dims"}));
       ExpertGroup g;
       MOEPACK_ASSIGN_OR_RETURN(g.prefix, r.String("prefix", true));
@@ -236,12 +244,12 @@ class RuleSet::Parser {
   Status Renames() {
     MOEPACK_ASSIGN_OR_RETURN(auto renames, List("renames"));
     for (size_t i = 0; i < renames.size(); ++i) {
-      Reader r(renames[i], RulePath("renames", i, NameOf(renames[i])), what_);
+      RuleReader r(renames[i], RulePath("renames", i, NameOf(renames[i])), what_);
       MOEPACK_RETURN_IF_ERROR(
           r.CheckKeys({"name", "pattern", "replacement", "reverse_pattern", "reverse_replacement"}));
       RenameRule rr;
       MOEPACK_ASSIGN_OR_RETURN(rr.name, r.String("name", false));
-      Reader named(renames[i], RulePath("renames", i, rr.name), what_);
+      RuleReader named(renames[i], RulePath("renames", i, rr.name), what_);
       MOEPACK_ASSIGN_OR_RETURN(rr.pattern, named.String("pattern", true));
       MOEPACK_ASSIGN_OR_RETURN(rr.replacement, named.String("replacement", true));
       MOEPACK_ASSIGN_OR_RETURN(rr.reverse_pattern, named.String("reverse_pattern", true));
@@ -268,7 +276,7 @@ class RuleSet::Parser {
 
   // "role" and "tp_dim" of a fusion or transpose; tp_dim defaults to the
   // dim that holds the intermediate size in the role's v5 layout.
-  static Status Role(const Reader& r, ExpertRole* role, int* tp_dim) {
+  static Status Role(const RuleReader& r, ExpertRole* role, int* tp_dim) {
     MOEPACK_ASSIGN_OR_RETURN(std::string name, r.String("role", false));
     if (!name.empty()) {
       bool known = false;
@@ -293,13 +301,13 @@ class RuleSet::Parser {
   }
 
   Status Fusion(size_t i) {
-    Reader r0(fusions_[i], RulePath("fusions", i, NameOf(fusions_[i])), what_);
+    RuleReader r0(fusions_[i], RulePath("fusions", i, NameOf(fusions_[i])), what_);
     MOEPACK_RETURN_IF_ERROR(r0.CheckKeys({"name", "target", "sources", "concat_dim", "transpose", "interleave",
                                           "scale_of", "source_shape", "role", "tp_dim", "expert_count",
                                           "expert_first"}));
     FusionRule f;
     MOEPACK_ASSIGN_OR_RETURN(f.name, r0.String("name", true));
-    Reader r(fusions_[i], RulePath("fusions", i, f.name), what_);
+    RuleReader r(fusions_[i], RulePath("fusions", i, f.name), what_);
     if (!fusion_names_.insert(f.name).second) return r.Error("name", "two fusions are named \"" + f.name + "\"");
     MOEPACK_ASSIGN_OR_RETURN(f.target, r.String("target", true));
     MOEPACK_ASSIGN_OR_RETURN(f.sources, r.Strings("sources", true));
@@ -344,7 +352,7 @@ class RuleSet::Parser {
   }
 
   // concat_dim, transpose and source_shape, and how they fit together.
-  Status Form(const Reader& r, const json& fj, FusionRule& f) const {
+  Status Form(const RuleReader& r, const json& fj, FusionRule& f) const {
     if (fj.contains("concat_dim")) {
       const json& cd = fj["concat_dim"];
       if (!cd.is_number_integer()) return r.Error("concat_dim", "expected an integer");
@@ -397,7 +405,7 @@ class RuleSet::Parser {
     for (size_t i = 0; i < n; ++i) {
       FusionRule& f = rs_.fusions_[i];
       if (f.scale_of.empty()) continue;
-      Reader r(fusions_[i], RulePath("fusions", i, f.name), what_);
+      RuleReader r(fusions_[i], RulePath("fusions", i, f.name), what_);
       int w = -1;
       for (size_t g = 0; g < n; ++g) {
         if (rs_.fusions_[g].name == f.scale_of) w = static_cast<int>(g);
@@ -425,11 +433,11 @@ class RuleSet::Parser {
   Status Transposes() {
     MOEPACK_ASSIGN_OR_RETURN(auto transposes, List("transposes"));
     for (size_t i = 0; i < transposes.size(); ++i) {
-      Reader r0(transposes[i], RulePath("transposes", i, NameOf(transposes[i])), what_);
+      RuleReader r0(transposes[i], RulePath("transposes", i, NameOf(transposes[i])), what_);
       MOEPACK_RETURN_IF_ERROR(r0.CheckKeys({"name", "pattern", "hub_shape", "v5_shape", "role", "tp_dim"}));
       TransposeRule t;
       MOEPACK_ASSIGN_OR_RETURN(t.name, r0.String("name", true));
-      Reader r(transposes[i], RulePath("transposes", i, t.name), what_);
+      RuleReader r(transposes[i], RulePath("transposes", i, t.name), what_);
       MOEPACK_ASSIGN_OR_RETURN(t.pattern, r.String("pattern", true));
       MOEPACK_ASSIGN_OR_RETURN(t.hub_shape, r.Strings("hub_shape", true));
       MOEPACK_ASSIGN_OR_RETURN(t.v5_shape, r.Strings("v5_shape", true));
@@ -464,11 +472,11 @@ class RuleSet::Parser {
   Status Chunks() {
     MOEPACK_ASSIGN_OR_RETURN(auto chunks, List("chunks"));
     for (size_t i = 0; i < chunks.size(); ++i) {
-      Reader r0(chunks[i], RulePath("chunks", i, NameOf(chunks[i])), what_);
+      RuleReader r0(chunks[i], RulePath("chunks", i, NameOf(chunks[i])), what_);
       MOEPACK_RETURN_IF_ERROR(r0.CheckKeys({"name", "source", "targets", "dim"}));
       ChunkRule c;
       MOEPACK_ASSIGN_OR_RETURN(c.name, r0.String("name", true));
-      Reader r(chunks[i], RulePath("chunks", i, c.name), what_);
+      RuleReader r(chunks[i], RulePath("chunks", i, c.name), what_);
       MOEPACK_ASSIGN_OR_RETURN(c.source, r.String("source", true));
       MOEPACK_ASSIGN_OR_RETURN(c.targets, r.Strings("targets", true));
       if (c.targets.size() < 2) return r.Error("targets", "must list at least two parts");
@@ -518,7 +526,7 @@ class RuleSet::Parser {
 
   const json root_;
   const std::string what_;
-  const Reader top_;
+  const RuleReader top_;
   RuleSet rs_;
   std::shared_ptr<Compiled> compiled_ = std::make_shared<Compiled>();
   std::set<std::string> symbols_, fusion_names_, targets_, names_;

@@ -47,11 +47,11 @@ using ops::Total;
 // the rank's bytes are read, in as few preads as their layout allows. A
 // computed source (a dequantized weight) is computed from the stored bytes
 // its span needs, which are what is counted.
-class Reader {
+class SpanReader {
  public:
   static constexpr uint64_t kMaxSpan = 16ull << 20;  // bounce buffer bound
 
-  Reader(const internal::PlanSources& sources, uint64_t max_gap, std::atomic<uint64_t>& bytes,
+  SpanReader(const internal::PlanSources& sources, uint64_t max_gap, std::atomic<uint64_t>& bytes,
          std::atomic<uint64_t>& calls)
       : sources_(sources), max_gap_(max_gap), bytes_(bytes), calls_(calls) {}
 
@@ -166,13 +166,13 @@ struct Loader::State {
   std::vector<std::pair<uint64_t, uint64_t>> ChunksOf(size_t i, const std::vector<Run>& runs, uint64_t max) const;
   // Rank bytes [w0, w1) of tensor i into dst (which holds rank byte w0).
   Status ReadWindow(size_t i, const std::vector<Run>& runs, uint64_t w0, uint64_t w1, uint8_t* dst,
-                    Reader& reader) const;
+                    SpanReader& reader) const;
   // Write the rank bytes of g (of b) to dst, which holds rank byte `base`.
   Status ReadGather(size_t i, const Gather& g, uint8_t* dst, uint64_t base, const std::vector<Run>& runs,
-                    Reader& reader) const;
+                    SpanReader& reader) const;
   Status ReadTransposed(size_t i, const BlockMove& b, uint8_t* dst, uint64_t base, const std::vector<Run>& runs,
-                        Reader& reader) const;
-  Reader MakeReader() const { return Reader(*sources, max_gap, bytes_read, read_calls); }
+                        SpanReader& reader) const;
+  SpanReader MakeReader() const { return SpanReader(*sources, max_gap, bytes_read, read_calls); }
 };
 
 std::vector<Run> Loader::State::Runs(size_t i) const {
@@ -211,7 +211,7 @@ std::vector<Run> Loader::State::Runs(size_t i) const {
 // A gather of other blocks (interleaved gate and up) is computed whole and
 // the rank's bytes kept; a transposed matrix is read as the rank needs it.
 Status Loader::State::ReadGather(size_t i, const Gather& g, uint8_t* dst, uint64_t base,
-                                 const std::vector<Run>& runs, Reader& reader) const {
+                                 const std::vector<Run>& runs, SpanReader& reader) const {
   if (g.blocks.size() == 1 && g.blocks[0].IsTranspose()) return ReadTransposed(i, g.blocks[0], dst, base, runs, reader);
   auto at = [&](uint64_t rank_offset) { return dst + (rank_offset - base); };
   const LoadTensor& t = tensors[i];
@@ -242,7 +242,7 @@ Status Loader::State::ReadGather(size_t i, const Gather& g, uint8_t* dst, uint64
 // rows of the [E*A, B] view (rows == B), the rank's part of it is a
 // sub-matrix: the needed output rows (source columns) x dim-2 (source rows).
 Status Loader::State::ReadTransposed(size_t i, const BlockMove& b, uint8_t* dst, uint64_t base,
-                                     const std::vector<Run>& runs, Reader& reader) const {
+                                     const std::vector<Run>& runs, SpanReader& reader) const {
   auto at = [&](uint64_t rank_offset) { return dst + (rank_offset - base); };
   const LoadTensor& t = tensors[i];
   const uint64_t eb = b.elem_bytes;
@@ -351,7 +351,7 @@ std::vector<std::pair<uint64_t, uint64_t>> Loader::State::ChunksOf(size_t i, con
 }
 
 Status Loader::State::ReadWindow(size_t i, const std::vector<Run>& runs, uint64_t w0, uint64_t w1, uint8_t* dst,
-                                 Reader& reader) const {
+                                 SpanReader& reader) const {
   const PlannedTensor& pt = plan.tensors[plan_index[i]];
   std::vector<Run> win;  // the runs inside the window, rank offsets relative to it
   auto it = std::upper_bound(runs.begin(), runs.end(), w0, [](uint64_t v, const Run& r) { return v < r.rank + r.len; });
@@ -640,7 +640,7 @@ Status Loader::ReadInto(size_t i, void* dst, uint64_t size) const {
     return Status::InvalidArgument("'" + t.name + "': buffer of " + std::to_string(size) + " bytes for " +
                                    std::to_string(t.nbytes) + " bytes");
   }
-  Reader reader = s_->MakeReader();
+  SpanReader reader = s_->MakeReader();
   return s_->ReadWindow(i, s_->Runs(i), 0, t.nbytes, static_cast<uint8_t*>(dst), reader);
 }
 
@@ -655,7 +655,7 @@ Status Loader::ReadRange(size_t i, uint64_t offset, void* dst, uint64_t size) co
                                    ") lie outside its " + std::to_string(t.nbytes) + " bytes");
   }
   if (size == 0) return Status::OK();
-  Reader reader = s_->MakeReader();
+  SpanReader reader = s_->MakeReader();
   return s_->ReadWindow(i, s_->Runs(i), offset, offset + size, static_cast<uint8_t*>(dst), reader);
 }
 
@@ -716,7 +716,7 @@ Status Loader::ReadMany(const std::vector<ReadRequest>& requests, const ReadOpti
     for (const auto& [b, e] : chunks) items.push_back(Item{r, b, e});
   }
   const int nt = internal::ThreadCount(options.threads);
-  std::vector<Reader> readers;
+  std::vector<SpanReader> readers;
   readers.reserve(static_cast<size_t>(nt));
   for (int w = 0; w < nt; ++w) readers.push_back(s_->MakeReader());
   return internal::ParallelFor(items.size(), nt, [&](size_t k, int worker) {

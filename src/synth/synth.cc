@@ -15,10 +15,8 @@
 #include "synth/values.h"
 #include "util/file.h"
 
-namespace moepack {
+namespace moepack::synth {
 namespace fs = std::filesystem;
-using namespace synth;
-
 namespace {
 
 constexpr uint64_t kWriteBuffer = 4u << 20;
@@ -345,8 +343,12 @@ Result<SynthReport> WriteCheckpoint(const std::string& dst, const Resolved& r, c
 }
 
 }  // namespace
+}  // namespace moepack::synth
+
+namespace moepack {
 
 Result<SynthReport> Synthesize(const std::string& dst, const SynthOptions& options) {
+  using namespace synth;
   MOEPACK_ASSIGN_OR_RETURN(Resolved r, Resolve(options));
   if (dst.empty()) return Status::InvalidArgument("no destination directory given");
   std::error_code ec;
@@ -364,18 +366,21 @@ Result<SynthReport> Synthesize(const std::string& dst, const SynthOptions& optio
 }
 
 std::vector<std::string> SynthFamilies() {
+  using namespace synth;
   std::vector<std::string> out;
   for (const Family& f : Families()) out.emplace_back(f.model_type);
   return out;
 }
 
 std::vector<std::string> SynthPresets() {
+  using namespace synth;
   std::vector<std::string> out;
   for (const Preset& p : Presets()) out.emplace_back(p.name);
   return out;
 }
 
 std::optional<std::string> SynthPresetFamily(const std::string& preset) {
+  using namespace synth;
   const Preset* p = FindPreset(preset);
   if (!p) return std::nullopt;
   return std::string(p->family);
