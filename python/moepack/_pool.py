@@ -6,7 +6,11 @@ slower than the read itself, so what counts is how much memory is ever
 touched. A ``param.copy_(t)`` loop holds the previous tensor while the next
 is read, so two buffers alternate; each is grown in place (HostBuffer.grow:
 the touched pages move with it) to the largest tensor it has held, rather
-than a new buffer being made whenever a tensor does not fit a free one.
+than a new buffer being made whenever a tensor does not fit a free one. A
+small tensor is not put in a buffer far larger than itself: between two
+large ones it would take the buffer the next large one needs, which then
+has to grow another (on a 2-layer qwen3-30b-a3b the loop touched 1.61 GB
+that way, 1.45 with small tensors kept apart).
 
 A buffer is handed out again only when the pool holds its only reference:
 every tensor, array, view or storage made from it holds one, so a buffer the
@@ -22,10 +26,17 @@ import numpy as np
 from . import _moepack
 
 
+# A free buffer is used for a tensor it covers only if it is at most this
+# many times the tensor's size, or at most SMALL bytes.
+SPARE = 4
+SMALL = 64 << 20
+
+
 class BufferPool:
-    def __init__(self, keep=2):
-        self._keep = keep  # free buffers kept for reuse
+    def __init__(self, keep=4):
+        self._keep = keep  # free buffers kept for reuse (two large, two small)
         self._bufs = []    # [HostBuffer, bytes touched so far]
+        self._touched = 0  # by every buffer the pool has made, dropped ones too
 
     def _free(self, entry):
         # Two references: the entry's and getrefcount's argument.
@@ -33,26 +44,29 @@ class BufferPool:
 
     def take(self, nbytes):
         """A flat, writable uint8 array of `nbytes` bytes in a free buffer
-        (the one whose touched pages cover it with the least to spare, else
-        the one touched most, grown) or in a new one."""
+        (of those that cover it and are not far larger, the smallest; else,
+        of those smaller than it, the one touched most, grown) or in a new
+        one."""
         free = [e for e in self._bufs if self._free(e)]
-        covering = [e for e in free if e[1] >= nbytes]
-        if covering:
-            entry = min(covering, key=lambda e: e[1])
-        elif free:
-            entry = max(free, key=lambda e: e[1])
+        fits = [e for e in free if nbytes <= e[1] <= max(SPARE * nbytes, SMALL)]
+        smaller = [e for e in free if e[1] < nbytes]
+        if fits:
+            entry = min(fits, key=lambda e: e[1])
+        elif smaller:
+            entry = max(smaller, key=lambda e: e[1])
             entry[0].grow(nbytes)
         else:
             entry = [_moepack.HostBuffer(nbytes), 0]
             self._bufs.append(entry)
+        self._touched += max(0, nbytes - entry[1])
         entry[1] = max(entry[1], nbytes)
         out = np.frombuffer(entry[0], dtype=np.uint8, count=nbytes)  # holds the buffer before the trim
         self._trim()
         return out
 
     def touched(self):
-        """Bytes of memory the pool's live buffers have touched."""
-        return sum(e[1] for e in self._bufs)
+        """Bytes of fresh memory the pool has touched so far."""
+        return self._touched
 
     def _trim(self):
         free = [e for e in self._bufs if self._free(e)]

@@ -278,3 +278,24 @@ def test_pool_touches_two_buffers_for_a_copy_loop_and_never_reuses_a_held_one(sy
     for k, a in enumerate(kept):
         a[:] = k
     assert all((a == k).all() for k, a in enumerate(kept))
+
+
+def test_pool_keeps_small_tensors_out_of_the_buffers_large_ones_need():
+    from moepack._pool import SMALL, BufferPool
+    MB = 1 << 20
+    # The order in which a 2-layer qwen3-30b-a3b per-expert checkpoint is
+    # read into fused tensors: down_proj, gate_up_proj, then the layer's
+    # other tensors, the next layer, the embedding and head (nothing is
+    # written: the pool's bookkeeping, not the pages, is under test).
+    sizes = [4096, 403 * MB, 805 * MB, 2 * MB, 4096, 403 * MB, 805 * MB, 4096, 622 * MB, 2 * MB, 2 * MB,
+             17 * MB, 622 * MB, 17 * MB, 4096, 17 * MB]
+    pool, prev = BufferPool(), None
+    for n in sizes:
+        cur = pool.take(n)  # while the previous tensor is still held
+        assert prev is None or not np.shares_memory(cur, prev)
+        prev = cur
+    # No pool can touch less than the largest tensor held plus the next one;
+    # a small tensor placed in the buffer a large one needs would make the
+    # next large one grow another (1.6 GB here instead of 1.2).
+    held_and_next = max(a + b for a, b in zip(sizes, sizes[1:]))
+    assert pool.touched() <= held_and_next + 2 * SMALL
