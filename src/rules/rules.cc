@@ -241,15 +241,25 @@ class RuleSet::Parser {
     }
   }
 
+  // Rule i of `list`: its members checked against `keys` and its name read
+  // into `name` (errors so far name the rule by its "name" member if it has
+  // one), then the reader whose errors name the rule by that name.
+  Result<RuleReader> Named(const char* list, const json& j, size_t i, std::initializer_list<const char*> keys,
+                           bool name_required, std::string* name) const {
+    RuleReader first(j, RulePath(list, i, NameOf(j)), what_);
+    MOEPACK_RETURN_IF_ERROR(first.CheckKeys(keys));
+    MOEPACK_ASSIGN_OR_RETURN(*name, first.String("name", name_required));
+    return RuleReader(j, RulePath(list, i, *name), what_);
+  }
+
   Status Renames() {
     MOEPACK_ASSIGN_OR_RETURN(auto renames, List("renames"));
     for (size_t i = 0; i < renames.size(); ++i) {
-      RuleReader r(renames[i], RulePath("renames", i, NameOf(renames[i])), what_);
-      MOEPACK_RETURN_IF_ERROR(
-          r.CheckKeys({"name", "pattern", "replacement", "reverse_pattern", "reverse_replacement"}));
       RenameRule rr;
-      MOEPACK_ASSIGN_OR_RETURN(rr.name, r.String("name", false));
-      RuleReader named(renames[i], RulePath("renames", i, rr.name), what_);
+      MOEPACK_ASSIGN_OR_RETURN(RuleReader named,
+                               Named("renames", renames[i], i,
+                                     {"name", "pattern", "replacement", "reverse_pattern", "reverse_replacement"},
+                                     false, &rr.name));
       MOEPACK_ASSIGN_OR_RETURN(rr.pattern, named.String("pattern", true));
       MOEPACK_ASSIGN_OR_RETURN(rr.replacement, named.String("replacement", true));
       MOEPACK_ASSIGN_OR_RETURN(rr.reverse_pattern, named.String("reverse_pattern", true));
@@ -301,13 +311,12 @@ class RuleSet::Parser {
   }
 
   Status Fusion(size_t i) {
-    RuleReader r0(fusions_[i], RulePath("fusions", i, NameOf(fusions_[i])), what_);
-    MOEPACK_RETURN_IF_ERROR(r0.CheckKeys({"name", "target", "sources", "concat_dim", "transpose", "interleave",
-                                          "scale_of", "source_shape", "role", "tp_dim", "expert_count",
-                                          "expert_first"}));
     FusionRule f;
-    MOEPACK_ASSIGN_OR_RETURN(f.name, r0.String("name", true));
-    RuleReader r(fusions_[i], RulePath("fusions", i, f.name), what_);
+    MOEPACK_ASSIGN_OR_RETURN(RuleReader r, Named("fusions", fusions_[i], i,
+                                                 {"name", "target", "sources", "concat_dim", "transpose", "interleave",
+                                                  "scale_of", "source_shape", "role", "tp_dim", "expert_count",
+                                                  "expert_first"},
+                                                 true, &f.name));
     if (!fusion_names_.insert(f.name).second) return r.Error("name", "two fusions are named \"" + f.name + "\"");
     MOEPACK_ASSIGN_OR_RETURN(f.target, r.String("target", true));
     MOEPACK_ASSIGN_OR_RETURN(f.sources, r.Strings("sources", true));
@@ -433,11 +442,10 @@ class RuleSet::Parser {
   Status Transposes() {
     MOEPACK_ASSIGN_OR_RETURN(auto transposes, List("transposes"));
     for (size_t i = 0; i < transposes.size(); ++i) {
-      RuleReader r0(transposes[i], RulePath("transposes", i, NameOf(transposes[i])), what_);
-      MOEPACK_RETURN_IF_ERROR(r0.CheckKeys({"name", "pattern", "hub_shape", "v5_shape", "role", "tp_dim"}));
       TransposeRule t;
-      MOEPACK_ASSIGN_OR_RETURN(t.name, r0.String("name", true));
-      RuleReader r(transposes[i], RulePath("transposes", i, t.name), what_);
+      MOEPACK_ASSIGN_OR_RETURN(RuleReader r, Named("transposes", transposes[i], i,
+                                                   {"name", "pattern", "hub_shape", "v5_shape", "role", "tp_dim"},
+                                                   true, &t.name));
       MOEPACK_ASSIGN_OR_RETURN(t.pattern, r.String("pattern", true));
       MOEPACK_ASSIGN_OR_RETURN(t.hub_shape, r.Strings("hub_shape", true));
       MOEPACK_ASSIGN_OR_RETURN(t.v5_shape, r.Strings("v5_shape", true));
@@ -472,11 +480,9 @@ class RuleSet::Parser {
   Status Chunks() {
     MOEPACK_ASSIGN_OR_RETURN(auto chunks, List("chunks"));
     for (size_t i = 0; i < chunks.size(); ++i) {
-      RuleReader r0(chunks[i], RulePath("chunks", i, NameOf(chunks[i])), what_);
-      MOEPACK_RETURN_IF_ERROR(r0.CheckKeys({"name", "source", "targets", "dim"}));
       ChunkRule c;
-      MOEPACK_ASSIGN_OR_RETURN(c.name, r0.String("name", true));
-      RuleReader r(chunks[i], RulePath("chunks", i, c.name), what_);
+      MOEPACK_ASSIGN_OR_RETURN(RuleReader r,
+                               Named("chunks", chunks[i], i, {"name", "source", "targets", "dim"}, true, &c.name));
       MOEPACK_ASSIGN_OR_RETURN(c.source, r.String("source", true));
       MOEPACK_ASSIGN_OR_RETURN(c.targets, r.Strings("targets", true));
       if (c.targets.size() < 2) return r.Error("targets", "must list at least two parts");
