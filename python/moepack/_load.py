@@ -5,7 +5,7 @@ import os
 
 from . import _dtypes, _moepack
 from ._api import dtype_name
-from ._pool import BufferPool
+from ._pool import BufferPool, reading_order
 from ._ring import HostRing
 from ._streaming import StreamingConverter, check_converter
 from .errors import InvalidArgumentError
@@ -83,7 +83,9 @@ class LoadStream:
     """What ``moepack.load`` returns: iterate it for ``(name, tensor)`` pairs.
 
     Each iteration reads the tensors anew, one at a time, in the order of
-    their bytes in the source shards: at most one tensor (plus what the
+    their bytes in the source shards (except that a tensor over 64 MiB is
+    not read straight after another: a small one is read between, see
+    _pool.reading_order), in the order ``tensors()`` lists: at most one tensor (plus what the
     caller keeps, plus, with a converter, the experts of fused tensors still
     being assembled) is in memory. All errors the plan or the slicing can
     find were raised by ``load`` already.
@@ -97,6 +99,9 @@ class LoadStream:
         self._device = device
         self._ring = ring
         self.ep_rank, self.ep_size, self.tp_rank, self.tp_size = parallel
+        # A converter is fed the source tensors as they lie.
+        n = len(l)
+        self._order = list(range(n)) if converter is not None else reading_order([l.info(i)[4] for i in range(n)])
 
     # --- what will be read ---
     def __len__(self):
@@ -108,7 +113,7 @@ class LoadStream:
         """[{name, dtype, shape, full_shape, nbytes, split}] in reading order
         (source tensors when a converter is given)."""
         keys = ("name", "dtype", "shape", "full_shape", "nbytes", "split")
-        return [dict(zip(keys, self._l.info(i))) for i in range(len(self._l))]
+        return [dict(zip(keys, self._l.info(i))) for i in self._order]
 
     @property
     def family(self):
@@ -150,7 +155,7 @@ class LoadStream:
     def __iter__(self):
         pool = BufferPool()
         if self._converter is None:
-            for i in range(len(self._l)):
+            for i in self._order:
                 name, _, t = self._read(i, pool)
                 yield name, t
             return

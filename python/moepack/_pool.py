@@ -20,6 +20,7 @@ extension builds for.
 """
 
 import sys
+from collections import deque
 
 import numpy as np
 
@@ -30,6 +31,29 @@ from . import _moepack
 # many times the tensor's size, or at most SMALL bytes.
 SPARE = 4
 SMALL = 64 << 20
+
+
+def reading_order(sizes):
+    """The indices of `sizes` in their order, except that a tensor over
+    SMALL bytes that would come straight after another waits until a small
+    one has been read between them (small ones are taken early for that).
+    A copy loop holds the previous tensor while the next is read; with a
+    small one held each time a large one is read, all large ones share one
+    buffer instead of alternating two (on a 2-layer qwen3-30b-a3b: 0.8 GB
+    touched instead of 1.2 - 1.4)."""
+    large = deque(i for i, n in enumerate(sizes) if n > SMALL)
+    small = deque(i for i, n in enumerate(sizes) if n <= SMALL)
+    order, after_large = [], False
+    while large or small:
+        if large and not after_large and (not small or large[0] < small[0]):
+            order.append(large.popleft())
+            after_large = True
+        elif small:
+            order.append(small.popleft())
+            after_large = False
+        else:  # no small one left to put between
+            order.append(large.popleft())
+    return order
 
 
 class BufferPool:

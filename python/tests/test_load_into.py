@@ -299,3 +299,29 @@ def test_pool_keeps_small_tensors_out_of_the_buffers_large_ones_need():
     # next large one grow another (1.6 GB here instead of 1.2).
     held_and_next = max(a + b for a, b in zip(sizes, sizes[1:]))
     assert pool.touched() <= held_and_next + 2 * SMALL
+
+
+def test_reading_order_puts_a_small_tensor_between_large_ones_so_they_share_one_buffer():
+    from moepack._pool import SMALL, BufferPool, reading_order
+    MB = 1 << 20
+    # A fused qwen3-30b-a3b checkpoint as moepack writes it: embedding and
+    # head first, then per layer down_proj, gate_up_proj and the rest.
+    layer = [403 * MB, 805 * MB, 2 * MB, 17 * MB, 17 * MB, 4096, 2 * MB, 17 * MB, 4096]
+    sizes = [622 * MB, 622 * MB, 4096] + layer + layer
+    order = reading_order(sizes)
+    assert sorted(order) == list(range(len(sizes)))
+    ordered = [sizes[i] for i in order]
+    assert not any(a > SMALL and b > SMALL for a, b in zip(ordered, ordered[1:]))
+    # Apart from the large ones waiting, the order is the file's.
+    assert [i for i in order if sizes[i] > SMALL] == sorted(i for i in order if sizes[i] > SMALL)
+    assert [i for i in order if sizes[i] <= SMALL] == sorted(i for i in order if sizes[i] <= SMALL)
+    pool, prev = BufferPool(), None
+    for n in ordered:
+        cur = pool.take(n)  # the previous one still held
+        prev = cur
+    assert pool.touched() <= max(sizes) + 2 * SMALL  # one large buffer, not two
+    # Small tensors only: nothing moves. Not enough small ones: large ones
+    # meet only once the small ones are used up.
+    assert reading_order([4096, 2 * MB, 17 * MB]) == [0, 1, 2]
+    few = [805 * MB, 805 * MB, 805 * MB, 4096]
+    assert [few[i] for i in reading_order(few)] == [805 * MB, 4096, 805 * MB, 805 * MB]
