@@ -82,12 +82,12 @@ def _backend(backend):
 class LoadStream:
     """What ``moepack.load`` returns: iterate it for ``(name, tensor)`` pairs.
 
-    Each iteration reads the tensors anew, one at a time, in the order of
-    their bytes in the source shards (except that a tensor over 64 MiB is
-    not read straight after another: a small one is read between, see
-    _pool.reading_order), in the order ``tensors()`` lists: at most one tensor (plus what the
-    caller keeps, plus, with a converter, the experts of fused tensors still
-    being assembled) is in memory. All errors the plan or the slicing can
+    Each iteration reads the tensors anew, one at a time, in the order
+    ``tensors()`` lists: that of their bytes in the source shards, except
+    that a tensor over 64 MiB is not read straight after another (a small
+    one is read between, see _pool.reading_order). At most one tensor (plus
+    what the caller keeps, plus, with a converter, the experts of fused
+    tensors still being assembled) is in memory. All errors the plan or the slicing can
     find were raised by ``load`` already.
     """
 

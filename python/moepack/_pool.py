@@ -10,7 +10,7 @@ than a new buffer being made whenever a tensor does not fit a free one. A
 small tensor is not put in a buffer far larger than itself: between two
 large ones it would take the buffer the next large one needs, which then
 has to grow another (on a 2-layer qwen3-30b-a3b the loop touched 1.61 GB
-that way, 1.45 with small tensors kept apart).
+that way, 1.23 with small tensors kept apart, 0.84 with reading_order).
 
 A buffer is handed out again only when the pool holds its only reference:
 every tensor, array, view or storage made from it holds one, so a buffer the

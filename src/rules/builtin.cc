@@ -22,6 +22,13 @@ const Result<std::vector<RuleSet>>& EmbeddedRuleSets() {
   return sets;
 }
 
+// For the errors that name an unknown model type.
+std::string KnownFamilies() {
+  std::string known;
+  for (const auto& f : internal::EmbeddedRuleFiles()) known += (known.empty() ? "" : ", ") + f.name;
+  return known;
+}
+
 }  // namespace
 
 Result<RuleSet> LoadRuleFile(const std::string& path) {
@@ -46,9 +53,7 @@ Result<RuleSet> BuiltinRules(const std::string& family) {
     const auto& mt = rs.model_types();
     if (std::find(mt.begin(), mt.end(), family) != mt.end()) return rs;
   }
-  std::string known;
-  for (const auto& n : BuiltinFamilies()) known += (known.empty() ? "" : ", ") + n;
-  return Status::InvalidArgument("unknown model type '" + family + "' (known: " + known +
+  return Status::InvalidArgument("unknown model type '" + family + "' (known: " + KnownFamilies() +
                                  "; or pass --rules FILE)");
 }
 
@@ -76,10 +81,8 @@ Result<RuleSet> RulesForConfig(const ModelConfig& config) {
       if (rs.family() == mt || has(rs.model_types(), mt)) return rs;
     }
   }
-  std::string known;
-  for (const auto& n : BuiltinFamilies()) known += (known.empty() ? "" : ", ") + n;
   std::string what = top.empty() ? "config.json has no model_type" : "unknown model type '" + top + "'";
-  return Status::InvalidArgument(what + " (known: " + known + "; pass --model-type or --rules FILE)");
+  return Status::InvalidArgument(what + " (known: " + KnownFamilies() + "; pass --model-type or --rules FILE)");
 }
 
 Result<RuleSet> ChooseRules(const ModelConfig* config, const std::string& where, const std::string& model_type,
